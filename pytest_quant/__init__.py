@@ -1,0 +1,50 @@
+"""pytest-quant: test quantized TensorFlow / TFLite models with pytest.
+
+Importing this package is free: names resolve on first use (PEP 562), so a pytest
+run that never touches quantization never imports numpy or TensorFlow.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> defining module (relative)
+_EXPORTS = {
+    "QuantParams": ".qparams",
+    "choose_qparams": ".qparams",
+    "qparams_for": ".qparams",
+    "quantize": ".affine",
+    "dequantize": ".affine",
+    "quantize_bias": ".affine",
+    "fake_quant": ".fakequant",
+    "fake_quant_per_channel": ".fakequant",
+    "nudge": ".fakequant",
+    "compare": ".metrics",
+    "ErrorStats": ".metrics",
+    "round_half_away_from_zero": ".rounding",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .fakequant import fake_quant, fake_quant_per_channel, nudge
+    from .metrics import ErrorStats, compare
+    from .qparams import QuantParams, choose_qparams, qparams_for
+    from .affine import dequantize, quantize, quantize_bias
+    from .rounding import round_half_away_from_zero
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_quant' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,61 @@
+"""Input validation shared by the reference math: clear errors, never silent NaN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def as_float_array(x: Any, name: str, *, allow_empty: bool = False) -> np.ndarray:
+    """Return ``x`` as a float array, rejecting non-numeric, empty and non-finite input.
+
+    float16/32/64 are kept; integers and bools become float64. The error names the
+    argument, what is wrong, where, and what to do.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like of numbers: {exc}") from None
+    if arr.dtype.kind in "iub":
+        arr = arr.astype(np.float64)
+    elif arr.dtype.kind != "f":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.size == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); there is nothing to quantize")
+    require_finite(arr, name)
+    return arr
+
+
+def require_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` naming the first NaN or Inf in ``arr`` and how many there are."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    bad = np.argwhere(~finite)
+    first = tuple(int(i) for i in bad[0]) if arr.ndim else ()
+    value = arr[first] if arr.ndim else arr[()]
+    raise ValueError(
+        f"{name} has {len(bad)} non-finite value(s) (first: {value} at index {first}); "
+        "quantization is undefined for NaN/Inf: clean or clip the data first"
+    )
+
+
+def finite_scalar(value: Any, name: str) -> float:
+    """Return ``value`` as a finite Python float, or raise naming the argument."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {out}")
+    return out
+
+
+def same_shape(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> None:
+    """Raise ``ValueError`` when two arrays that are compared element-wise differ in shape."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"shape mismatch: {names[0]} has shape {a.shape}, {names[1]} has shape {b.shape}; "
+            "compare tensors of the same shape (no broadcasting)"
+        )

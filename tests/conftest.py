@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import settings
+
+from pytest_quant.strategies import PROFILE
+
+pytest_plugins = ["pytester"]
+
+# Derandomized and deadline-free unless a developer asks for another profile
+# (HYPOTHESIS_PROFILE=dev explores with fresh random examples).
+settings.register_profile("dev", max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", PROFILE))
+
+
+@pytest.fixture(scope="session")
+def tf():
+    """TensorFlow, or a skip that says why (the no-TF tox env runs everything else)."""
+    return pytest.importorskip(
+        "tensorflow", reason="TensorFlow is not installed: install pytest-quant[tf] to run this"
+    )
+
+
+@pytest.fixture(scope="session")
+def litert():
+    """The LiteRT interpreter module, or a skip that says why."""
+    return pytest.importorskip(
+        "ai_edge_litert.interpreter",
+        reason="ai-edge-litert is not installed: install pytest-quant[tf] to run this",
+    )
