@@ -119,7 +119,7 @@ def calibrate_mse(
     full = calibrate_minmax(arr)
     best, best_err = full, np.inf
     for alpha in np.linspace(1.0, 0.0, num_candidates, endpoint=False):
-        cand = Range(full.min * alpha, full.max * alpha)
+        cand = Range(float(full.min * alpha), float(full.max * alpha))
         qp = choose_qparams(cand.min, cand.max, dtype=dtype, symmetric=symmetric)
         err = np.mean((dequantize(quantize(arr, qp), qp).astype(np.float64) - arr) ** 2)
         if err < best_err:

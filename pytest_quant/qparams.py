@@ -169,7 +169,7 @@ def _validate_scale(scale: Any, axis: int | None) -> Any:
     bad = ~(np.isfinite(arr) & (s32 > 0))
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"scale[{i}]={arr[i]!r} must be finite and > 0 (as a float32)")
+        raise ValueError(f"scale[{i}]={float(arr[i])!r} must be finite and > 0 (as a float32)")
     s32.setflags(write=False)
     return s32
 
