@@ -123,7 +123,7 @@ def piecewise_linear_fit(
 
         >>> fit = piecewise_linear_fit(np.tanh, -4.0, 4.0, 16)
         >>> round(fit.max_error, 4)
-        0.0164
+        0.0233
     """
     a, b = finite_scalar(lo, "lo"), finite_scalar(hi, "hi")
     if not a < b:
