@@ -7,11 +7,14 @@ from typing import Any
 import numpy as np
 
 
-def as_float_array(x: Any, name: str, *, allow_empty: bool = False) -> np.ndarray:
+def as_float_array(
+    x: Any, name: str, *, allow_empty: bool = False, check_finite: bool = True
+) -> np.ndarray:
     """Return ``x`` as a float array, rejecting non-numeric, empty and non-finite input.
 
     float16/32/64 are kept; integers and bools become float64. The error names the
-    argument, what is wrong, where, and what to do.
+    argument, what is wrong, where, and what to do. ``check_finite=False`` is for hot
+    paths that check block by block instead (``_blocks.blockwise``).
     """
     try:
         arr = np.asarray(x)
@@ -23,7 +26,8 @@ def as_float_array(x: Any, name: str, *, allow_empty: bool = False) -> np.ndarra
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {arr.shape}); there is nothing to quantize")
-    require_finite(arr, name)
+    if check_finite:
+        require_finite(arr, name)
     return arr
 
 

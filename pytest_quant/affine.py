@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._checks import as_float_array, finite_scalar
+from ._blocks import blockwise
+from ._checks import as_float_array, finite_scalar, require_finite
 from ._dtypes import INT_RANGES
 from .qparams import QuantParams
 from .rounding import round_half_away_from_zero
@@ -36,19 +37,45 @@ def quantize(x: Any, qp: QuantParams, *, kernel: Kernel = "reference") -> np.nda
     """
     if kernel not in ("reference", "xnnpack"):
         raise ValueError(f"kernel={kernel!r}: use 'reference' or 'xnnpack'")
-    arr = as_float_array(x, "x")
+    arr = as_float_array(x, "x", check_finite=False)
     qp.check_channels(arr.shape)
     scale, zero = qp.broadcast(arr.ndim)
+    if qp.dtype == "int32" or qp.is_per_channel:
+        require_finite(arr, "x")
     if qp.dtype == "int32":
         steps = round_half_away_from_zero(arr.astype(np.float64) / scale.astype(np.float64))
-    elif kernel == "reference":
-        steps = round_half_away_from_zero(arr.astype(np.float32) / scale)
+        # Clamp while still floating point: a cast of an out-of-range float is what wraps.
+        return np.clip(steps + zero, qp.qmin, qp.qmax).astype(qp.dtype)
+    x32 = arr.astype(np.float32, copy=False)
+    if qp.is_per_channel:
+        out = np.empty(x32.shape, qp.dtype)
+        _quantize_block(x32, out, scale, zero.astype(np.float32), qp, kernel)
+        return out
+    return blockwise(
+        lambda xb, ob: _quantize_block(xb, ob, scale, np.float32(zero), qp, kernel),
+        x32,
+        np.empty(x32.shape, qp.dtype),
+        "x",
+    )
+
+
+def _quantize_block(
+    x: np.ndarray, out: np.ndarray, scale: Any, zero: Any, qp: QuantParams, kernel: Kernel
+) -> None:
+    if kernel == "reference":
+        v = np.divide(x, scale)
+        steps = np.rint(v)
+        # rint rounds ties to even; TfLiteRound (std::round) rounds them away from zero.
+        tie = np.abs(np.subtract(v, steps)) == 0.5
+        if tie.any():
+            steps[tie] = v[tie] + np.copysign(np.float32(0.5), v[tie])
     else:
-        inv = np.float32(1.0) / scale
-        steps = np.rint(arr.astype(np.float32) * inv)
-    # Clamp while still floating point: a cast of an out-of-range float is what wraps.
-    q = np.clip(steps.astype(np.float64) + zero, qp.qmin, qp.qmax)
-    return q.astype(qp.dtype)
+        steps = np.rint(np.multiply(x, np.float32(1.0) / scale))
+    # float32 is exact here: |steps| < 2**24 inside any int16 range, and values beyond
+    # it clamp either way. Clamp while still floating point: casting first is what wraps.
+    np.add(steps, zero, out=steps)
+    np.clip(steps, qp.qmin, qp.qmax, out=steps)
+    out[...] = steps
 
 
 def dequantize(q: Any, qp: QuantParams) -> np.ndarray:

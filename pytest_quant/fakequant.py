@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._checks import as_float_array, finite_scalar
+from ._checks import as_float_array, finite_scalar, require_finite
+from ._blocks import blockwise
 from .rounding import round_half_away_from_zero
 
 _F = np.float32
@@ -94,13 +95,24 @@ def fake_quant(
     """
     qmin, qmax = _grid(num_bits, narrow_range)
     lo, hi = _range(x_min, x_max)
-    arr = as_float_array(x, "x").astype(_F)
+    arr = as_float_array(x, "x", check_finite=False).astype(_F, copy=False)
     if lo == 0 and hi == 0:
+        require_finite(arr, "x")
         return np.zeros_like(arr)
     n = _checked_nudge(lo, hi, qmin, qmax, "")
     quant_zero = np.floor(-n.min * n.inv_scale + _F(0.5))
-    shifted = np.maximum(np.minimum(arr, n.max), n.min) - n.min
-    return np.floor(shifted / n.scale - quant_zero + _F(0.5)) * n.scale
+
+    def kernel(xb: np.ndarray, ob: np.ndarray) -> None:
+        # floor((clamp(x) - nudged_min) / scale - quant_zero + 0.5) * scale, in place
+        np.clip(xb, n.min, n.max, out=ob)  # = max(min(x, max), min): nudged min <= max
+        np.subtract(ob, n.min, out=ob)
+        np.divide(ob, n.scale, out=ob)
+        np.subtract(ob, quant_zero, out=ob)
+        np.add(ob, _F(0.5), out=ob)
+        np.floor(ob, out=ob)
+        np.multiply(ob, n.scale, out=ob)
+
+    return blockwise(kernel, arr, np.empty_like(arr), "x")
 
 
 def fake_quant_per_channel(
