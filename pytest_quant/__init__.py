@@ -27,13 +27,26 @@ _EXPORTS = {
     "round_half_away_from_zero": ".rounding",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ErrorStats",
+    "QuantParams",
+    "choose_qparams",
+    "compare",
+    "dequantize",
+    "fake_quant",
+    "fake_quant_per_channel",
+    "nudge",
+    "qparams_for",
+    "quantize",
+    "quantize_bias",
+    "round_half_away_from_zero",
+]
 
 if TYPE_CHECKING:
+    from .affine import dequantize, quantize, quantize_bias
     from .fakequant import fake_quant, fake_quant_per_channel, nudge
     from .metrics import ErrorStats, compare
     from .qparams import QuantParams, choose_qparams, qparams_for
-    from .affine import dequantize, quantize, quantize_bias
     from .rounding import round_half_away_from_zero
 
 

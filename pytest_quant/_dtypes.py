@@ -20,8 +20,7 @@ def dtype_name(dtype: Any) -> str:
         name = str(getattr(dtype, "name", dtype))
     if name not in INT_RANGES:
         raise ValueError(
-            f"dtype={dtype!r} is not a quantized storage type; "
-            f"use one of {', '.join(INT_RANGES)}"
+            f"dtype={dtype!r} is not a quantized storage type; use one of {', '.join(INT_RANGES)}"
         )
     return name
 

@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._checks import as_float_array, finite_scalar
-from .qparams import choose_qparams
 from .affine import dequantize, quantize
+from .qparams import choose_qparams
 
 
 class Range(NamedTuple):
@@ -117,11 +117,11 @@ def calibrate_mse(
     if not isinstance(num_candidates, int) or num_candidates < 1:
         raise ValueError(f"num_candidates={num_candidates!r} must be an int >= 1")
     full = calibrate_minmax(arr)
-    best, best_err = full, np.inf
+    best, best_err = full, float("inf")
     for alpha in np.linspace(1.0, 0.0, num_candidates, endpoint=False):
         cand = Range(float(full.min * alpha), float(full.max * alpha))
         qp = choose_qparams(cand.min, cand.max, dtype=dtype, symmetric=symmetric)
-        err = np.mean((dequantize(quantize(arr, qp), qp).astype(np.float64) - arr) ** 2)
+        err = float(np.mean((dequantize(quantize(arr, qp), qp).astype(np.float64) - arr) ** 2))
         if err < best_err:
             best, best_err = cand, err
     return best

@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._checks import as_float_array, finite_scalar, require_finite
 from ._blocks import blockwise
+from ._checks import as_float_array, finite_scalar, require_finite
 from .rounding import round_half_away_from_zero
 
 _F = np.float32

@@ -59,7 +59,7 @@ class ErrorStats:
         if self._err_lsb is None:
             raise ValueError("LSB figures need qparams: call compare(..., qparams=qp)")
         steps, counts = np.unique(np.rint(self._err_lsb).astype(np.int64), return_counts=True)
-        return {int(s): int(c) for s, c in zip(steps, counts)}
+        return {int(s): int(c) for s, c in zip(steps, counts, strict=True)}
 
 
 def compare(actual: Any, reference: Any, *, qparams: QuantParams | None = None) -> ErrorStats:
@@ -83,8 +83,10 @@ def compare(actual: Any, reference: Any, *, qparams: QuantParams | None = None) 
     same_shape(a, r, ("actual", "reference"))
     err = a - r
     abs_err = np.abs(err)
-    worst = np.unravel_index(int(np.argmax(abs_err)), err.shape) if err.ndim else ()
-    worst = tuple(int(i) for i in worst)
+    flat_worst = int(np.argmax(abs_err))
+    worst: tuple[int, ...] = tuple(
+        int(i) for i in (np.unravel_index(flat_worst, err.shape) if err.ndim else ())
+    )
     rmse = math.sqrt(float(np.mean(err * err)))
     full_scale = _full_scale(r)
     ref_norm = float(np.linalg.norm(r.ravel()))

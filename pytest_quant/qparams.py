@@ -90,7 +90,7 @@ class QuantParams:
 
     @property
     def real_range(self) -> tuple[Any, Any]:
-        """The real interval ``[scale*(qmin-z), scale*(qmax-z)]`` that quantizes without clipping."""
+        """The real interval ``[s*(qmin-z), s*(qmax-z)]`` that quantizes without clipping."""
         s = np.float64(self.scale) if not self.is_per_channel else self.scale.astype(np.float64)
         return s * (self.qmin - self.zero_point), s * (self.qmax - self.zero_point)
 
@@ -139,10 +139,10 @@ class QuantParams:
             z = np.array2string(self.zero_point, threshold=8)
         else:
             s, z = f"{self.scale:.9g}", str(self.zero_point)
-        extra = "".join(
-            f", {k}=True" for k in ("narrow_range", "symmetric") if getattr(self, k)
+        extra = "".join(f", {k}=True" for k in ("narrow_range", "symmetric") if getattr(self, k))
+        return (
+            f"QuantParams(scale={s}, zero_point={z}, dtype={self.dtype!r}, axis={self.axis}{extra})"
         )
-        return f"QuantParams(scale={s}, zero_point={z}, dtype={self.dtype!r}, axis={self.axis}{extra})"
 
 
 def _validate_scale(scale: Any, axis: int | None) -> Any:
@@ -160,18 +160,16 @@ def _validate_scale(scale: Any, axis: int | None) -> Any:
             raise ValueError(f"scale={value!r} must be finite and > 0 (as a float32)")
         return s32
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(
-            f"per-channel scale must be a non-empty 1-D array, got shape {arr.shape}"
-        )
+        raise ValueError(f"per-channel scale must be a non-empty 1-D array, got shape {arr.shape}")
     if int(axis) < 0:
         raise ValueError(f"axis={axis} must be >= 0 (the tensor's channel dimension)")
-    s32 = arr.astype(np.float32)
-    bad = ~(np.isfinite(arr) & (s32 > 0))
+    channel_scales = arr.astype(np.float32)
+    bad = ~(np.isfinite(arr) & (channel_scales > 0))
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"scale[{i}]={float(arr[i])!r} must be finite and > 0 (as a float32)")
-    s32.setflags(write=False)
-    return s32
+    channel_scales.setflags(write=False)
+    return channel_scales
 
 
 def _validate_zero_point(
@@ -188,9 +186,7 @@ def _validate_zero_point(
         if arr.ndim == 0:
             arr = np.full(scale.shape, arr)
         if arr.shape != scale.shape:
-            raise ValueError(
-                f"zero_point has shape {arr.shape} but scale has shape {scale.shape}"
-            )
+            raise ValueError(f"zero_point has shape {arr.shape} but scale has shape {scale.shape}")
     elif arr.ndim != 0:
         raise ValueError(f"zero_point has shape {arr.shape} but scale is a scalar")
     out = arr.astype(np.int64)
@@ -261,9 +257,7 @@ def choose_qparams(
         return QuantParams(
             float(scale32), int(zero), name, narrow_range=narrow_range, symmetric=symmetric
         )
-    return QuantParams(
-        scale32, zero, name, axis, narrow_range=narrow_range, symmetric=symmetric
-    )
+    return QuantParams(scale32, zero, name, axis, narrow_range=narrow_range, symmetric=symmetric)
 
 
 def _bounds(x_min: Any, x_max: Any, axis: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -188,9 +188,7 @@ def qparams(
         0 < min_scale <= max_scale < 1e30,
         f"need 0 < min_scale={min_scale} <= max_scale={max_scale} < 1e30",
     )
-    _check(
-        not (symmetric and dtype == "uint8"), "symmetric=True needs a signed dtype, not uint8"
-    )
+    _check(not (symmetric and dtype == "uint8"), "symmetric=True needs a signed dtype, not uint8")
 
     @st.composite
     def build(draw: Any) -> QuantParams:
@@ -204,8 +202,11 @@ def qparams(
         zps = st.just(0) if sym else st.integers(qmin, qmax)
         if not pc:
             return QuantParams(
-                draw(_scales(min_scale, max_scale)), draw(zps), dt,
-                narrow_range=narrow, symmetric=sym,
+                draw(_scales(min_scale, max_scale)),
+                draw(zps),
+                dt,
+                narrow_range=narrow,
+                symmetric=sym,
             )
         n = draw(st.integers(1, max_channels))
         scale = [draw(_scales(min_scale, max_scale)) for _ in range(n)]
@@ -292,7 +293,10 @@ def edges(qp: QuantParams) -> st.SearchStrategy[np.ndarray]:
         @given(edges(QuantParams(0.1, 0)))
         def test_edges(x): ...
     """
-    _check(isinstance(qp, QuantParams) and not qp.is_per_channel, "edges() takes per-tensor QuantParams")
+    _check(
+        isinstance(qp, QuantParams) and not qp.is_per_channel,
+        "edges() takes per-tensor QuantParams",
+    )
     s = np.float64(qp.scale)
     lo, hi = s * (qp.qmin - qp.zero_point), s * (qp.qmax - qp.zero_point)
     pts = np.array([lo, hi, lo - s / 2, hi + s / 2, lo - 1e3 * s, hi + 1e3 * s], _F)
@@ -307,13 +311,24 @@ def _case(draw: Any, qp_strategy: Any) -> tuple[np.ndarray, QuantParams]:
     cols = []
     for c in range(n):
         one = (
-            QuantParams(float(qp.scale[c]), int(qp.zero_point[c]), qp.dtype,
-                        narrow_range=qp.narrow_range, symmetric=qp.symmetric)
-            if qp.is_per_channel else qp
+            QuantParams(
+                float(qp.scale[c]),
+                int(qp.zero_point[c]),
+                qp.dtype,
+                narrow_range=qp.narrow_range,
+                symmetric=qp.symmetric,
+            )
+            if qp.is_per_channel
+            else qp
         )
         s = np.float64(one.scale)
-        inside = hnp.arrays(_F, 8, elements=_floats32(
-            s * (one.qmin - one.zero_point - 4), s * (one.qmax - one.zero_point + 4)))
+        inside = hnp.arrays(
+            _F,
+            8,
+            elements=_floats32(
+                s * (one.qmin - one.zero_point - 4), s * (one.qmax - one.zero_point + 4)
+            ),
+        )
         parts = [draw(ties(one, max_size=8)), draw(edges(one)), draw(inside)]
         cols.append(np.concatenate(parts)[:24])
     width = min(len(c) for c in cols)
@@ -345,8 +360,11 @@ def quantization_cases(
     _check_dtype(dtype)
     axis = st.sampled_from([0, 1]) if per_channel is not False else st.just(0)
     return axis.flatmap(
-        lambda ax: _case(qparams(dtype=dtype, symmetric=symmetric, per_channel=per_channel,
-                                 axis=ax, max_channels=4))
+        lambda ax: _case(
+            qparams(
+                dtype=dtype, symmetric=symmetric, per_channel=per_channel, axis=ax, max_channels=4
+            )
+        )
     )
 
 
@@ -421,12 +439,19 @@ def fake_quant_cases(
         k = draw(hnp.arrays(np.int64, 16, elements=st.integers(qmin - 1, qmax)))
         tie = ((k - qmin + 0.5) * np.float64(n.scale) + np.float64(n.min)).astype(_F)
         width = np.float64(n.max) - np.float64(n.min)
-        spread = draw(hnp.arrays(_F, 8, elements=_floats32(
-            float(n.min) - width, float(n.max) + width)))
+        spread = draw(
+            hnp.arrays(_F, 8, elements=_floats32(float(n.min) - width, float(n.max) + width))
+        )
         ends = np.array([n.min, n.max, lo, hi, 0.0], _F)
-        x = np.concatenate([
-            tie, np.nextafter(tie, _F(np.inf)), np.nextafter(tie, _F(-np.inf)), ends, spread,
-        ])
+        x = np.concatenate(
+            [
+                tie,
+                np.nextafter(tie, _F(np.inf)),
+                np.nextafter(tie, _F(-np.inf)),
+                ends,
+                spread,
+            ]
+        )
         return FakeQuantCase(x, lo, hi, nb, nr)
 
     return build()

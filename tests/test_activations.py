@@ -60,7 +60,9 @@ def test_affine_sigmoid_parameters_are_required():
 
 @given(
     st.sampled_from([np.tanh, np.sin, np.exp, lambda v: 1 / (1 + np.exp(-v)), lambda v: v**3]),
-    st.floats(-4, 0), st.floats(0.1, 4), st.integers(1, 64),
+    st.floats(-4, 0),
+    st.floats(0.1, 4),
+    st.integers(1, 64),
     st.lists(st.floats(0, 1), min_size=1, max_size=20),
 )
 def test_piecewise_fit_meets_its_reported_bound(fn, lo, width, segments, ts):
@@ -70,7 +72,8 @@ def test_piecewise_fit_meets_its_reported_bound(fn, lo, width, segments, ts):
     err = np.abs(fit(x) - fn(x))
     assert np.all(err <= fit.max_error * (1 + 1e-6) + 1e-12)
     assert abs(fit(np.array([fit.worst_x]))[0] - fn(np.array([fit.worst_x]))) == pytest.approx(
-        fit.max_error, rel=1e-9, abs=1e-15)
+        fit.max_error, rel=1e-9, abs=1e-15
+    )
 
 
 def test_piecewise_fit_of_a_line_is_exact_and_error_shrinks_quadratically():
@@ -82,8 +85,12 @@ def test_piecewise_fit_of_a_line_is_exact_and_error_shrinks_quadratically():
 
 @pytest.mark.parametrize(
     "args, match",
-    [((np.tanh, 1.0, 1.0, 4), "lo=1.0 must be < hi=1.0"), ((np.tanh, 0.0, 1.0, 0), "segments=0"),
-     ((lambda v: np.where(v > 0, 1.0, np.nan), -1.0, 1.0, 4), "NaN/Inf"), ((lambda v: 1.0, 0.0, 1.0, 2), "vectorized")],
+    [
+        ((np.tanh, 1.0, 1.0, 4), "lo=1.0 must be < hi=1.0"),
+        ((np.tanh, 0.0, 1.0, 0), "segments=0"),
+        ((lambda v: np.where(v > 0, 1.0, np.nan), -1.0, 1.0, 4), "NaN/Inf"),
+        ((lambda v: 1.0, 0.0, 1.0, 2), "vectorized"),
+    ],
 )
 def test_piecewise_fit_validates(args, match):
     with pytest.raises(ValueError, match=match):

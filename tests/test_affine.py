@@ -33,8 +33,14 @@ def test_round_trip_within_half_step_inside_and_saturates_outside(case):
 def test_zero_is_exactly_representable(qp):
     zeros = np.zeros((qp.scale.shape[0], 2) if qp.is_per_channel else (3,), np.float32)
     if qp.is_per_channel and qp.axis != 0:
-        qp = QuantParams(qp.scale, qp.zero_point, qp.dtype, 0,
-                         narrow_range=qp.narrow_range, symmetric=qp.symmetric)
+        qp = QuantParams(
+            qp.scale,
+            qp.zero_point,
+            qp.dtype,
+            0,
+            narrow_range=qp.narrow_range,
+            symmetric=qp.symmetric,
+        )
     z = quantize(zeros, qp)
     assert np.all(z == np.broadcast_to(qp.broadcast(zeros.ndim)[1], zeros.shape))
     assert np.all(dequantize(z, qp) == 0.0)
@@ -52,9 +58,16 @@ def test_per_channel_equals_per_tensor_channel_by_channel(case):
     x, qp = case
     q = quantize(x, qp)
     for c in range(qp.scale.shape[0]):
-        one = QuantParams(float(qp.scale[c]), int(qp.zero_point[c]), qp.dtype,
-                          narrow_range=qp.narrow_range, symmetric=qp.symmetric)
-        assert np.array_equal(np.take(q, c, axis=qp.axis), quantize(np.take(x, c, axis=qp.axis), one))
+        one = QuantParams(
+            float(qp.scale[c]),
+            int(qp.zero_point[c]),
+            qp.dtype,
+            narrow_range=qp.narrow_range,
+            symmetric=qp.symmetric,
+        )
+        assert np.array_equal(
+            np.take(q, c, axis=qp.axis), quantize(np.take(x, c, axis=qp.axis), one)
+        )
 
 
 @given(qparams(per_channel=False).flatmap(lambda qp: st.tuples(st.just(qp), ties(qp))))
@@ -62,8 +75,9 @@ def test_reference_ties_round_away_from_zero(args):
     qp, x = args
     steps = (x / np.float32(qp.scale)).astype(np.float64)
     exact = steps == np.floor(steps) + 0.5
-    expected = np.clip(np.where(steps > 0, np.ceil(steps), np.floor(steps)) + qp.zero_point,
-                       qp.qmin, qp.qmax)
+    expected = np.clip(
+        np.where(steps > 0, np.ceil(steps), np.floor(steps)) + qp.zero_point, qp.qmin, qp.qmax
+    )
     assert np.array_equal(quantize(x, qp)[exact], expected[exact].astype(qp.dtype))
 
 
@@ -98,7 +112,7 @@ def test_quantize_rejects_bad_input(bad, match):
 
 def test_quantize_rejects_channel_mismatch():
     qp = QuantParams(np.ones(3, np.float32), 0, "int8", 1)
-    with pytest.raises(ValueError, match="3 channels|has 2 channels"):
+    with pytest.raises(ValueError, match=r"has 2 channels on axis 1 .* QuantParams have 3"):
         quantize(np.zeros((4, 2)), qp)
 
 
@@ -140,8 +154,10 @@ _KERNELS = {"reference": True, "xnnpack": False}
 
 
 @pytest.mark.parametrize("kernel", sorted(_KERNELS))
-@given(case=quantization_cases(per_channel=False, dtype="int8", symmetric=False)
-       | quantization_cases(per_channel=False, dtype="uint8"))
+@given(
+    case=quantization_cases(per_channel=False, dtype="int8", symmetric=False)
+    | quantization_cases(per_channel=False, dtype="uint8")
+)
 @example(case=(np.array([0.049999997, -0.049999997, 0.15, 1e6], np.float32), QuantParams(0.1, 3)))
 def test_quantize_matches_litert(litert, kernel, case):
     x, qp = case

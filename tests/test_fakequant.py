@@ -60,18 +60,21 @@ def test_num_bits_validated():
 
 @given(fake_quant_cases())
 def test_idempotent(case):
-    y = fake_quant(case.x, case.x_min, case.x_max, num_bits=case.num_bits,
-                   narrow_range=case.narrow_range)
-    again = fake_quant(y, case.x_min, case.x_max, num_bits=case.num_bits,
-                       narrow_range=case.narrow_range)
+    y = fake_quant(
+        case.x, case.x_min, case.x_max, num_bits=case.num_bits, narrow_range=case.narrow_range
+    )
+    again = fake_quant(
+        y, case.x_min, case.x_max, num_bits=case.num_bits, narrow_range=case.narrow_range
+    )
     np.testing.assert_array_equal(again, y)
 
 
 @given(fake_quant_cases().filter(_nonzero))
 def test_outputs_on_grid_and_inside_nudged_range(case):
     n = nudge(case.x_min, case.x_max, num_bits=case.num_bits, narrow_range=case.narrow_range)
-    y = fake_quant(case.x, case.x_min, case.x_max, num_bits=case.num_bits,
-                   narrow_range=case.narrow_range)
+    y = fake_quant(
+        case.x, case.x_min, case.x_max, num_bits=case.num_bits, narrow_range=case.narrow_range
+    )
     k = y.astype(np.float64) / np.float64(n.scale)
     assert np.all(np.abs(k - np.rint(k)) <= 1e-3 + 1e-6 * np.abs(k))  # float32 product error
     assert np.all((y >= n.min - abs(n.min) * 1e-6) & (y <= n.max + abs(n.max) * 1e-6))
@@ -93,6 +96,7 @@ def test_per_channel_equals_per_tensor_up_to_division_vs_inverse(case):
 
 # --- differential: TensorFlow's own kernel ---------------------------------------
 
+
 @settings(max_examples=400)
 @given(case=fake_quant_cases())
 @example(case=FakeQuantCase(np.array([-0.3, 0.19803922, 0.7], F), -0.3, 0.7, 8, False))
@@ -103,21 +107,27 @@ def test_fake_quant_bit_exact_with_tensorflow(tf, case):
     y = tf.quantization.fake_quant_with_min_max_vars(
         case.x, case.x_min, case.x_max, num_bits=case.num_bits, narrow_range=case.narrow_range
     ).numpy()
-    ours = fake_quant(case.x, case.x_min, case.x_max, num_bits=case.num_bits,
-                      narrow_range=case.narrow_range)
+    ours = fake_quant(
+        case.x, case.x_min, case.x_max, num_bits=case.num_bits, narrow_range=case.narrow_range
+    )
     np.testing.assert_array_equal(ours.view(np.int32), y.view(np.int32))
 
 
 @settings(max_examples=150)
-@given(cases=st.lists(fake_quant_cases(num_bits=8, narrow_range=False).filter(_nonzero),
-                      min_size=1, max_size=4))
+@given(
+    cases=st.lists(
+        fake_quant_cases(num_bits=8, narrow_range=False).filter(_nonzero), min_size=1, max_size=4
+    )
+)
 def test_fake_quant_per_channel_bit_exact_with_tensorflow(tf, cases):
     width = min(len(c.x) for c in cases)
     x = np.stack([c.x[:width] for c in cases], axis=-1)
     lo = np.array([c.x_min for c in cases], F)
     hi = np.array([c.x_max for c in cases], F)
     y = tf.quantization.fake_quant_with_min_max_vars_per_channel(x, lo, hi).numpy()
-    np.testing.assert_array_equal(fake_quant_per_channel(x, lo, hi).view(np.int32), y.view(np.int32))
+    np.testing.assert_array_equal(
+        fake_quant_per_channel(x, lo, hi).view(np.int32), y.view(np.int32)
+    )
 
 
 def test_fake_quant_bulk_tie_sweep_bit_exact(tf):

@@ -29,7 +29,9 @@ def test_zero_point_ties_round_away_from_zero():
 
 
 def test_symmetric_weights_are_narrow_and_zero_centred():
-    qp = choose_qparams([-0.5, -2.0, 0.0], [1.0, 0.5, 0.0], symmetric=True, narrow_range=True, axis=0)
+    qp = choose_qparams(
+        [-0.5, -2.0, 0.0], [1.0, 0.5, 0.0], symmetric=True, narrow_range=True, axis=0
+    )
     np.testing.assert_array_equal(qp.scale, np.float32([1 / 127, 2 / 127, 1.0]))
     assert qp.zero_point.tolist() == [0, 0, 0] and (qp.qmin, qp.qmax) == (-127, 127)
 
@@ -53,7 +55,10 @@ def test_choose_qparams_always_valid_and_covers_range(rng, proto):
     qp = choose_qparams(lo, hi, dtype=proto.dtype, symmetric=sym, narrow_range=proto.narrow_range)
     rlo, rhi = qp.real_range
     span = max(hi - lo, abs(lo), abs(hi))
-    assert rlo <= min(lo, 0.0) + 1e-6 * span + qp.scale and rhi >= max(hi, 0.0) - 1e-6 * span - qp.scale
+    assert (
+        rlo <= min(lo, 0.0) + 1e-6 * span + qp.scale
+        and rhi >= max(hi, 0.0) - 1e-6 * span - qp.scale
+    )
     assert qp.qmin <= qp.zero_point <= qp.qmax
 
 
