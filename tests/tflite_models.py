@@ -25,7 +25,8 @@ def one_op_model(op_name, in_dtype, out_dtype, shape, *, in_qp=None, out_qp=None
     code = s.OperatorCodeT()
     code.builtinCode = op
     code.deprecatedBuiltinCode = min(op, 127)
-    code.version = 1 if out_dtype != "int16" and in_dtype != "int16" else 3
+    # Version 1: kernels dispatch on tensor types; older runtimes lack newer versions.
+    code.version = 1
 
     def tensor(name, dtype, qp, buffer):
         t = s.TensorT()
