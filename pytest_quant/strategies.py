@@ -21,7 +21,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from ._dtypes import INT_RANGES, int_range
+from ._dtypes import int_range
 from ._profiles import PROFILE
 from .fakequant import nudge
 from .qparams import QuantParams
@@ -455,7 +455,3 @@ def fake_quant_cases(
         return FakeQuantCase(x, lo, hi, nb, nr)
 
     return build()
-
-
-# Keep the storage-type table importable from here for users writing their own checks.
-DTYPE_RANGES = INT_RANGES
