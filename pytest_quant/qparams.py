@@ -94,6 +94,35 @@ class QuantParams:
         s = np.float64(self.scale) if not self.is_per_channel else self.scale.astype(np.float64)
         return s * (self.qmin - self.zero_point), s * (self.qmax - self.zero_point)
 
+    def channel(self, c: int) -> QuantParams:
+        """The per-tensor parameters of channel ``c`` (same dtype and scheme).
+
+        Example::
+
+            >>> QuantParams([0.5, 0.25], [0, 1], "int8", 0).channel(1)
+            QuantParams(scale=0.25, zero_point=1, dtype='int8', axis=None)
+        """
+        if not self.is_per_channel:
+            raise ValueError("channel() needs per-channel QuantParams")
+        return QuantParams(
+            float(self.scale[c]),
+            int(self.zero_point[c]),
+            self.dtype,
+            narrow_range=self.narrow_range,
+            symmetric=self.symmetric,
+        )
+
+    def with_axis(self, axis: int) -> QuantParams:
+        """The same per-channel parameters along another axis."""
+        return QuantParams(
+            self.scale,
+            self.zero_point,
+            self.dtype,
+            axis,
+            narrow_range=self.narrow_range,
+            symmetric=self.symmetric,
+        )
+
     def broadcast(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
         """Return (float32 scale, int64 zero point) shaped to broadcast over an ``ndim`` tensor."""
         if not self.is_per_channel:

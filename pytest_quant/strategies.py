@@ -310,17 +310,7 @@ def _case(draw: Any, qp_strategy: Any) -> tuple[np.ndarray, QuantParams]:
     n = qp.scale.shape[0] if qp.is_per_channel else 1
     cols = []
     for c in range(n):
-        one = (
-            QuantParams(
-                float(qp.scale[c]),
-                int(qp.zero_point[c]),
-                qp.dtype,
-                narrow_range=qp.narrow_range,
-                symmetric=qp.symmetric,
-            )
-            if qp.is_per_channel
-            else qp
-        )
+        one = qp.channel(c) if qp.is_per_channel else qp
         s = np.float64(one.scale)
         inside = hnp.arrays(
             _F,

@@ -33,14 +33,7 @@ def test_round_trip_within_half_step_inside_and_saturates_outside(case):
 def test_zero_is_exactly_representable(qp):
     zeros = np.zeros((qp.scale.shape[0], 2) if qp.is_per_channel else (3,), np.float32)
     if qp.is_per_channel and qp.axis != 0:
-        qp = QuantParams(
-            qp.scale,
-            qp.zero_point,
-            qp.dtype,
-            0,
-            narrow_range=qp.narrow_range,
-            symmetric=qp.symmetric,
-        )
+        qp = qp.with_axis(0)
     z = quantize(zeros, qp)
     assert np.all(z == np.broadcast_to(qp.broadcast(zeros.ndim)[1], zeros.shape))
     assert np.all(dequantize(z, qp) == 0.0)
@@ -58,13 +51,7 @@ def test_per_channel_equals_per_tensor_channel_by_channel(case):
     x, qp = case
     q = quantize(x, qp)
     for c in range(qp.scale.shape[0]):
-        one = QuantParams(
-            float(qp.scale[c]),
-            int(qp.zero_point[c]),
-            qp.dtype,
-            narrow_range=qp.narrow_range,
-            symmetric=qp.symmetric,
-        )
+        one = qp.channel(c)
         assert np.array_equal(
             np.take(q, c, axis=qp.axis), quantize(np.take(x, c, axis=qp.axis), one)
         )

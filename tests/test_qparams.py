@@ -124,3 +124,12 @@ def test_inverted_scale_bug_is_visible():
     inverted = 255 / (x_max - x_min) * 0.1
     assert not np.isclose(inverted, good.scale, rtol=0.5)
     assert good.real_range[1] >= x_max - good.scale  # the real one covers the range
+
+
+def test_channel_and_with_axis():
+    qp = QuantParams(np.float32([0.5, 0.25]), [0, 0], "int8", 0, narrow_range=True, symmetric=True)
+    one = qp.channel(1)
+    assert one == QuantParams(0.25, 0, "int8", narrow_range=True, symmetric=True)
+    assert qp.with_axis(3).axis == 3 and qp.with_axis(3).channel(0).scale == 0.5
+    with pytest.raises(ValueError, match="per-channel"):
+        one.channel(0)
