@@ -46,7 +46,9 @@ def main() -> None:
         tf.quantization.fake_quant_with_min_max_vars(xt, -1.0, 1.0).numpy()
 
     def tf_quantize():  # TF's own float->int8 affine quantize: divide, round, add zp, clip, cast
-        tf.cast(tf.clip_by_value(tf.round(xt / qp.scale) + qp.zero_point, -128, 127), tf.int8).numpy()
+        tf.cast(
+            tf.clip_by_value(tf.round(xt / qp.scale) + qp.zero_point, -128, 127), tf.int8
+        ).numpy()
 
     rows = {
         "numpy copy": lambda: x.copy(),
@@ -60,8 +62,10 @@ def main() -> None:
         fn()
     t = {name: best_of(fn, args.repeat) for name, fn in rows.items()}
     copy = t["numpy copy"]
-    print(f"{args.size:,} float32 values, best of {args.repeat}, TF {tf.__version__}, "
-          f"numpy {np.__version__}, {os.cpu_count()} cores")
+    print(
+        f"{args.size:,} float32 values, best of {args.repeat}, TF {tf.__version__}, "
+        f"numpy {np.__version__}, {os.cpu_count()} cores"
+    )
     for name, sec in t.items():
         print(f"  {name:36s} {sec * 1e3:8.1f} ms  {sec / copy:6.1f}x copy")
     fq = t["pytest_quant.fake_quant"] / t["tf fake_quant_with_min_max_vars"]

@@ -25,11 +25,25 @@ _EXPORTS = {
     "compare": ".metrics",
     "ErrorStats": ".metrics",
     "round_half_away_from_zero": ".rounding",
+    "assert_quant_close": ".assertions",
+    "assert_within_lsb": ".assertions",
+    "assert_sqnr": ".assertions",
+    "assert_accuracy_drop": ".assertions",
+    "QuantWarning": ".assertions",
+    "assert_quantizer_conforms": ".conformance",
+    "QuantSettings": "._settings",
 }
 
 __all__ = [
     "ErrorStats",
     "QuantParams",
+    "QuantSettings",
+    "QuantWarning",
+    "assert_accuracy_drop",
+    "assert_quant_close",
+    "assert_quantizer_conforms",
+    "assert_sqnr",
+    "assert_within_lsb",
     "choose_qparams",
     "compare",
     "dequantize",
@@ -43,7 +57,16 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from ._settings import QuantSettings
     from .affine import dequantize, quantize, quantize_bias
+    from .assertions import (
+        QuantWarning,
+        assert_accuracy_drop,
+        assert_quant_close,
+        assert_sqnr,
+        assert_within_lsb,
+    )
+    from .conformance import assert_quantizer_conforms
     from .fakequant import fake_quant, fake_quant_per_channel, nudge
     from .metrics import ErrorStats, compare
     from .qparams import QuantParams, choose_qparams, qparams_for

@@ -1,22 +1,105 @@
-"""pytest wiring for pytest-quant. Imports nothing heavy: numpy, hypothesis and
-TensorFlow load only when a test uses them."""
+"""pytest wiring for pytest-quant: options, ini keys, the marker, fixtures, the summary.
+
+Imports nothing heavy: numpy, hypothesis and TensorFlow load only when a test uses
+them. Logic lives in ``_settings`` (bounds), ``report`` (records) and the check modules.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
 import pytest
+
+from . import __version__, _settings
+from . import report as _report
+from ._settings import QuantSettings, parse_max_lsb, parse_tolerance
 
 _PROFILE = "pytest-quant-ci"
 
 
+@dataclass
+class _RunState:
+    tolerance: float
+    tolerance_from: str
+    max_lsb: int
+    max_lsb_from: str
+    report_path: str | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+_STATE = pytest.StashKey[_RunState]()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.getgroup("quant", "quantization checks (pytest-quant)")
+    group = parser.getgroup("quant", "quantization checks (pytest-quant)")
+    group.addoption(
+        "--quant-tolerance",
+        type=parse_tolerance,
+        default=None,
+        metavar="FLOAT",
+        help="default error budget of quant checks: RMS error as a fraction of the "
+        "reference's full-scale range for tensors, absolute top-1 drop for accuracy "
+        f"(default {_settings.DEFAULT_TOLERANCE}; ini quant_tolerance)",
+    )
+    group.addoption(
+        "--quant-max-lsb",
+        type=parse_max_lsb,
+        default=None,
+        metavar="INT",
+        help="allowed difference of integer outputs, in quantization steps "
+        f"(default {_settings.DEFAULT_MAX_LSB}; ini quant_max_lsb)",
+    )
+    group.addoption(
+        "--quant-report",
+        default=None,
+        metavar="PATH",
+        help="write a JSON file with one record per quant check (ini quant_report)",
+    )
+    parser.addini("quant_tolerance", "default --quant-tolerance", default=None)
+    parser.addini("quant_max_lsb", "default --quant-max-lsb", default=None)
+    parser.addini("quant_report", "default --quant-report path", default=None)
+
+
+def _resolve(
+    config: pytest.Config, name: str, parse: Callable[[Any], Any], default: Any
+) -> tuple[Any, str]:
+    """CLI > ini > default, each validated; returns (value, where it came from)."""
+    flag = "--" + name.replace("_", "-")
+    cli = config.getoption(name)
+    if cli is not None:
+        return cli, f"{flag}={cli} (command line)"
+    ini = config.getini(name)
+    if ini not in (None, "", []):
+        try:
+            value = parse(ini)
+        except Exception as exc:
+            msg = f"ini {name} = {ini!r}: {exc} (see {flag} in pytest --help)"
+            raise pytest.UsageError(msg) from None
+        return value, f"ini {name} = {value}"
+    return default, f"the default {default}"
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "quant(tolerance=None, max_lsb=None): per-test bounds for pytest-quant checks"
+        "markers",
+        "quant(tolerance=None, max_lsb=None): per-test bounds for pytest-quant checks "
+        "(override --quant-tolerance / --quant-max-lsb)",
     )
+    tolerance, tolerance_from = _resolve(
+        config, "quant_tolerance", parse_tolerance, _settings.DEFAULT_TOLERANCE
+    )
+    max_lsb, max_lsb_from = _resolve(
+        config, "quant_max_lsb", parse_max_lsb, _settings.DEFAULT_MAX_LSB
+    )
+    path = config.getoption("quant_report") or config.getini("quant_report") or None
+    state = _RunState(tolerance, tolerance_from, max_lsb, max_lsb_from, path)
+    config.stash[_STATE] = state
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_Controller(state), "quant-controller")
     # Register our hypothesis profile just before hypothesis's own plugin loads the
     # profile named by --hypothesis-profile; importing hypothesis only when asked for it.
     try:
@@ -25,3 +108,133 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if requested == _PROFILE:
         from . import _profiles  # noqa: F401  (registers the profile)
+
+
+def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
+    marker = item.get_closest_marker("quant")
+    if marker is None:
+        return {}
+    if marker.args or set(marker.kwargs) - {"tolerance", "max_lsb"}:
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.quant takes only tolerance= and max_lsb=, got "
+            f"args={marker.args!r} kwargs={sorted(marker.kwargs)}"
+        )
+    out = {}
+    for key, parse in (("tolerance", parse_tolerance), ("max_lsb", parse_max_lsb)):
+        if marker.kwargs.get(key) is not None:
+            try:
+                out[key] = parse(marker.kwargs[key])
+            except Exception as exc:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.quant({key}={marker.kwargs[key]!r}): {exc}"
+                ) from None
+    return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        _marker_kwargs(item)  # a bad marker stops the run before any test runs
+
+
+def settings_for(item: pytest.Item) -> QuantSettings:
+    """Resolve one test's bounds: marker > command line > ini > default."""
+    state = item.config.stash[_STATE]
+    marked = _marker_kwargs(item)
+    tolerance, tolerance_from = state.tolerance, state.tolerance_from
+    max_lsb, max_lsb_from = state.max_lsb, state.max_lsb_from
+    if "tolerance" in marked:
+        tolerance = marked["tolerance"]
+        tolerance_from = f"@pytest.mark.quant(tolerance={tolerance}) on {item.name}"
+    if "max_lsb" in marked:
+        max_lsb = marked["max_lsb"]
+        max_lsb_from = f"@pytest.mark.quant(max_lsb={max_lsb}) on {item.name}"
+
+    def sink(entry: dict[str, Any]) -> None:
+        item.user_properties.append((_report.PROPERTY, json.dumps(entry, allow_nan=False)))
+
+    return QuantSettings(tolerance, max_lsb, tolerance_from, max_lsb_from, item.nodeid, sink)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, Any, Any]:
+    token = _settings.activate(settings_for(item))
+    try:
+        return (yield)
+    finally:
+        _settings.deactivate(token)
+
+
+class _Controller:
+    """Collects check records and reports them; registered only where reports end up
+    (the single process, or the xdist controller: workers forward their reports)."""
+
+    def __init__(self, state: _RunState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # Every phase's report carries all user_properties so far: take the last one.
+        if report.when == "teardown":
+            self.state.records.extend(_report.from_user_properties(report.user_properties))
+
+    def pytest_sessionfinish(self) -> None:
+        state = self.state
+        if state.report_path:
+            _report.write_json(
+                state.report_path,
+                state.records,
+                {
+                    "pytest_quant": __version__,
+                    "tolerance": state.tolerance,
+                    "tolerance_from": state.tolerance_from,
+                    "max_lsb": state.max_lsb,
+                    "max_lsb_from": state.max_lsb_from,
+                },
+            )
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.state.records:
+            return
+        terminalreporter.section("quant checks")
+        for line in _report.table(self.state.records, report_path=self.state.report_path):
+            terminalreporter.write_line(line)
+        if self.state.report_path:
+            terminalreporter.write_line(f"quant report written to {self.state.report_path}")
+
+
+@pytest.fixture
+def quant_settings(request: pytest.FixtureRequest) -> QuantSettings:
+    """The bounds in force for this test (marker > command line > ini > default).
+
+    Example::
+
+        def test_bounds(quant_settings):
+            print(quant_settings.tolerance, quant_settings.tolerance_from)
+    """
+    return settings_for(request.node)
+
+
+@pytest.fixture
+def quant_tolerance(quant_settings: QuantSettings) -> float:
+    """This test's tolerance (``--quant-tolerance``, ini, or ``@pytest.mark.quant``).
+
+    Example::
+
+        @pytest.mark.quant(tolerance=0.05)
+        def test_loose(quant_tolerance):
+            assert quant_tolerance == 0.05
+    """
+    return quant_settings.tolerance
+
+
+@pytest.fixture
+def quant_max_lsb(quant_settings: QuantSettings) -> int:
+    """This test's LSB budget (``--quant-max-lsb``, ini, or ``@pytest.mark.quant``).
+
+    Example::
+
+        def test_codes(quant_max_lsb):
+            assert quant_max_lsb >= 0
+    """
+    return quant_settings.max_lsb

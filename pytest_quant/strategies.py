@@ -171,10 +171,12 @@ def qparams(
     max_channels: int = 8,
     min_scale: float = 1e-6,
     max_scale: float = 1e3,
+    narrow_range: bool | None = None,
 ) -> st.SearchStrategy[QuantParams]:
     """``QuantParams`` of every scheme: asymmetric/symmetric, per-tensor/per-channel,
-    int8/uint8/int16. ``None`` draws the choice. Symmetric int8 uses narrow range
-    ([-127, 127]) as TFLite's weights do; uint8 is never symmetric.
+    int8/uint8/int16. ``None`` draws the choice. By default (``narrow_range=None``)
+    symmetric int8 uses narrow range ([-127, 127]) as TFLite's weights do; pass
+    ``narrow_range=False`` for the full range. uint8 is never symmetric.
 
     Example::
 
@@ -196,7 +198,7 @@ def qparams(
         sym = (
             False if dt == "uint8" else symmetric if symmetric is not None else draw(st.booleans())
         )
-        narrow = sym and dt == "int8"
+        narrow = (sym and dt == "int8") if narrow_range is None else (narrow_range and sym)
         qmin, qmax = int_range(dt, narrow_range=narrow)
         pc = per_channel if per_channel is not None else draw(st.booleans())
         zps = st.just(0) if sym else st.integers(qmin, qmax)
@@ -325,8 +327,9 @@ def _case(draw: Any, qp_strategy: Any) -> tuple[np.ndarray, QuantParams]:
     x = np.stack([c[:width] for c in cols])  # (channels, values)
     if not qp.is_per_channel:
         x = x[0]
-    elif qp.axis == 1:
-        x = x.T
+    elif qp.axis:
+        # (channels, values) -> values on axis 0, channels on qp.axis
+        x = x.T.reshape((width,) + (1,) * (qp.axis - 1) + (n,))
     return x, qp
 
 
@@ -335,10 +338,12 @@ def quantization_cases(
     dtype: str | None = None,
     symmetric: bool | None = None,
     per_channel: bool | None = None,
+    axis: int | None = None,
+    narrow_range: bool | None = None,
 ) -> st.SearchStrategy[tuple[np.ndarray, QuantParams]]:
     """``(x, qp)`` pairs to test a quantizer on: ``x`` mixes exact rounding ties, clipping
     edges and their neighbours, and values inside and just outside the range; per-channel
-    ``x`` has ``qp``'s channels on axis 0 or 1.
+    ``x`` has ``qp``'s channels on ``axis`` (default: drawn, 0 or 1).
 
     Example::
 
@@ -348,11 +353,20 @@ def quantization_cases(
             assert quantize(x, qp).dtype == np.int8
     """
     _check_dtype(dtype)
-    axis = st.sampled_from([0, 1]) if per_channel is not False else st.just(0)
-    return axis.flatmap(
+    if axis is not None:
+        _check_int(axis, "axis", 0, 31)
+    axes = st.just(axis) if axis is not None else st.sampled_from([0, 1])
+    if per_channel is False:
+        axes = st.just(0)
+    return axes.flatmap(
         lambda ax: _case(
             qparams(
-                dtype=dtype, symmetric=symmetric, per_channel=per_channel, axis=ax, max_channels=4
+                dtype=dtype,
+                symmetric=symmetric,
+                per_channel=per_channel,
+                axis=ax,
+                max_channels=4,
+                narrow_range=narrow_range,
             )
         )
     )

@@ -30,3 +30,15 @@ def litert():
         "ai_edge_litert.interpreter",
         reason="ai-edge-litert is not installed: install pytest-quant[tf] to run this",
     )
+
+
+@pytest.fixture(autouse=True)
+def _pristine_quant_settings():
+    """Unit tests of the checks see the built-in defaults and record nothing, whatever
+    --quant-tolerance this suite itself runs with (plugin behaviour is tested in
+    subprocesses through pytester)."""
+    from pytest_quant import _settings
+
+    token = _settings.activate(_settings.QuantSettings())
+    yield
+    _settings.deactivate(token)

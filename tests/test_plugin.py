@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 HEAVY = ("numpy", "tensorflow", "hypothesis", "ai_edge_litert", "keras")
 
@@ -56,3 +59,164 @@ def test_ci_profile_selectable_from_command_line(pytester):
     )
     result = pytester.runpytest_subprocess("--hypothesis-profile=pytest-quant-ci")
     result.assert_outcomes(passed=1)
+
+
+CHECKS = """
+import numpy as np
+import pytest
+from pytest_quant import assert_quant_close, assert_within_lsb
+
+REF = np.linspace(-1.0, 1.0, 101)
+
+def test_rms_3pct():
+    assert_quant_close(REF + 0.06, REF)  # RMS error 3% of full scale
+
+@pytest.mark.quant(tolerance=0.05)
+def test_marked_loose():
+    assert_quant_close(REF + 0.06, REF)
+
+def test_lsb_2():
+    assert_within_lsb(np.array([2], np.int8), np.array([0], np.int8))
+
+def test_fixtures(quant_tolerance, quant_max_lsb, quant_settings):
+    print("RESOLVED", quant_tolerance, quant_max_lsb, quant_settings.tolerance_from)
+"""
+
+
+def test_defaults_cli_ini_and_marker_precedence(pytester):
+    pytester.makepyfile(test_checks=CHECKS)
+    r = pytester.runpytest_subprocess("-s")
+    r.assert_outcomes(passed=2, failed=2)  # default 0.02 fails the 3% test; max_lsb 1
+    r.stdout.fnmatch_lines(["*RESOLVED 0.02 1 the default 0.02*"])
+    r.stdout.fnmatch_lines(["*bound from the default 0.02; change it with --quant-tolerance*"])
+
+    r = pytester.runpytest_subprocess("-s", "--quant-tolerance=0.04", "--quant-max-lsb=2")
+    r.assert_outcomes(passed=4)
+    r.stdout.fnmatch_lines(["*RESOLVED 0.04 2 --quant-tolerance=0.04 (command line)*"])
+
+    pytester.makeini("[pytest]\nquant_tolerance = 0.035\nquant_max_lsb = 3\n")
+    r = pytester.runpytest_subprocess("-s")
+    r.assert_outcomes(passed=4)
+    r.stdout.fnmatch_lines(["*RESOLVED 0.035 3 ini quant_tolerance = 0.035*"])
+    r = pytester.runpytest_subprocess("-s", "--quant-tolerance=0.01")  # CLI beats ini
+    r.assert_outcomes(passed=3, failed=1)  # the marker (0.05) beats the CLI; ini max_lsb 3 holds
+
+
+def test_marker_bound_named_in_message(pytester):
+    pytester.makepyfile(
+        """
+        import numpy as np, pytest
+        from pytest_quant import assert_quant_close
+
+        @pytest.mark.quant(tolerance=0.001)
+        def test_tight():
+            ref = np.linspace(-1.0, 1.0, 11)
+            assert_quant_close(ref + 0.01, ref)
+        """
+    )
+    r = pytester.runpytest_subprocess()
+    r.assert_outcomes(failed=1)
+    r.stdout.fnmatch_lines(["*bound from @pytest.mark.quant(tolerance=0.001) on test_tight*"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--quant-tolerance=abc"], "*argument --quant-tolerance: 'abc' is not a number*"),
+        (
+            ["--quant-tolerance=-1"],
+            "*argument --quant-tolerance: '-1' must be a finite number >= 0*",
+        ),
+        (["--quant-tolerance=nan"], "*argument --quant-tolerance: 'nan' must be a finite*"),
+        (["--quant-max-lsb=1.5"], "*argument --quant-max-lsb: '1.5' must be a whole number >= 0*"),
+    ],
+)
+def test_invalid_options_are_usage_errors(pytester, args, message):
+    pytester.makepyfile("def test_x(): pass")
+    r = pytester.runpytest_subprocess(*args)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines([message])
+
+
+def test_invalid_ini_and_marker_are_usage_errors(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    pytester.makeini("[pytest]\nquant_tolerance = lots\n")
+    r = pytester.runpytest_subprocess()
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*ini quant_tolerance = 'lots': 'lots' is not a number*"])
+
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.quant(tolerance="loose")
+        def test_x(): pass
+        """
+    )
+    r = pytester.runpytest_subprocess()
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(
+        ["*test_x: @pytest.mark.quant(tolerance='loose'): 'loose' is not a number*"]
+    )
+
+
+def test_help_lists_the_options(pytester):
+    r = pytester.runpytest_subprocess("--help")
+    r.stdout.fnmatch_lines(
+        [
+            "*quantization checks (pytest-quant):*",
+            "*--quant-tolerance=FLOAT*",
+            "*--quant-max-lsb=INT*",
+            "*--quant-report=PATH*",
+            "*quant_tolerance (string)*",
+        ]
+    )
+
+
+def test_summary_report_and_junit(pytester):
+    pytester.makepyfile(test_checks=CHECKS)
+    r = pytester.runpytest_subprocess("--quant-report=out/quant.json", "--junitxml=junit.xml")
+    r.stdout.fnmatch_lines(
+        [
+            "*= quant checks =*",
+            "*test_checks.py::test_rms_3pct*assert_quant_close*rms_error*FAIL*",
+            "*3 quant checks, 2 failed*",
+            "*quant report written to out/quant.json*",
+        ]
+    )
+    doc = json.loads((pytester.path / "out" / "quant.json").read_text())
+    assert doc["summary"] == {"checks": 3, "failed": 2}
+    assert {r["test_id"].split("::")[-1] for r in doc["records"]} == {
+        "test_rms_3pct",
+        "test_marked_loose",
+        "test_lsb_2",
+    }
+    first = doc["records"][0]
+    assert set(first) == {"test_id", "check", "metric", "value", "bound", "margin", "passed"}
+    assert 'name="quant_check"' in (pytester.path / "junit.xml").read_text()
+
+
+def test_xdist_one_summary_one_report_no_lost_records(pytester):
+    body = "\n".join(
+        f"def test_{i}():\n    assert_quant_close(REF + {i} * 1e-3, REF)\n" for i in range(30)
+    )
+    pytester.makepyfile(
+        test_many="import numpy as np\nfrom pytest_quant import assert_quant_close\n"
+        "REF = np.linspace(-1.0, 1.0, 11)\n" + body
+    )
+    r = pytester.runpytest_subprocess("-n", "2", "--quant-report=q.json")
+    r.assert_outcomes(passed=30)
+    assert r.stdout.str().count("= quant checks =") == 1
+    assert r.stdout.str().count("quant report written to q.json") == 1
+    doc = json.loads((pytester.path / "q.json").read_text())
+    assert doc["summary"]["checks"] == 30
+    assert sorted(rec["test_id"] for rec in doc["records"]) == sorted(
+        f"test_many.py::test_{i}" for i in range(30)
+    )
+
+
+def test_no_summary_when_no_checks(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    r = pytester.runpytest_subprocess()
+    assert "quant checks" not in r.stdout.str()

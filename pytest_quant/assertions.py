@@ -1,0 +1,286 @@
+"""Assertion helpers with error bounds; their defaults come from the running test.
+
+Each helper raises ``AssertionError`` with a full message when the bound is broken,
+``ValueError`` / ``TypeError`` on misuse (NaN, shape or dtype mismatch, empty input),
+and records its figures for the terminal summary, the JSON report and JUnit XML.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from . import _settings, messages
+from ._checks import as_float_array, finite_scalar, same_shape
+from .metrics import compare
+from .qparams import QuantParams
+
+#: metric name -> (ErrorStats field, description)
+METRICS = {
+    "rms": ("rmse_fs", "RMS error / full scale"),
+    "max": ("max_abs_fs", "max |error| / full scale"),
+    "p99": ("p99_abs_fs", "99th percentile of |error| / full scale"),
+    "rel_l2": ("rel_l2", "||error|| / ||reference||"),
+}
+
+
+class QuantWarning(UserWarning):
+    """A check passed but cannot resolve its bound (e.g. too small an evaluation set)."""
+
+
+def _tolerance(tolerance: float | None, name: str = "tolerance") -> tuple[float, str]:
+    if tolerance is not None:
+        value = finite_scalar(tolerance, name)
+        if value < 0:
+            raise ValueError(f"{name}={value} must be >= 0")
+        return value, f"the argument {name}={value:g}"
+    s = _settings.current()
+    return s.tolerance, s.tolerance_from
+
+
+def _record(check: str, metric: str, value: float, bound: float, passed: bool) -> None:
+    margin = bound - value
+    _settings.record(
+        {
+            "check": check,
+            "metric": metric,
+            "value": _json_float(value),
+            "bound": _json_float(bound),
+            "margin": _json_float(margin),
+            "passed": passed,
+        }
+    )
+
+
+def _json_float(v: float) -> float | str:
+    return v if math.isfinite(v) else str(v)
+
+
+def assert_quant_close(
+    actual: Any,
+    reference: Any,
+    *,
+    tolerance: float | None = None,
+    metric: str | None = None,
+    qparams: QuantParams | None = None,
+) -> None:
+    """Assert the quantized ``actual`` is within ``tolerance`` of the float ``reference``.
+
+    The default metric is the RMS error as a fraction of the reference's full-scale
+    range (``max - min``; for a constant reference its ``max |x|``, for an all-zero one
+    1.0). ``metric`` selects ``"max"``, ``"p99"`` or ``"rel_l2"`` instead. The default
+    ``tolerance`` is the test's ``--quant-tolerance`` (marker > CLI > ini > 0.02).
+    With ``qparams`` the message also gives errors in LSB.
+
+    Example::
+
+        def test_model(quant_tflite_outputs, float_outputs):
+            assert_quant_close(quant_tflite_outputs, float_outputs)          # RMS <= 2% FS
+            assert_quant_close(quant_tflite_outputs, float_outputs, metric="p99", tolerance=0.05)
+    """
+    __tracebackhide__ = True
+    name = metric or "rms"
+    if name not in METRICS:
+        raise ValueError(f"metric={metric!r}: use one of {', '.join(METRICS)}")
+    bound, origin = _tolerance(tolerance)
+    stats = compare(actual, reference, qparams=qparams)
+    field, description = METRICS[name]
+    value = float(getattr(stats, field))
+    passed = value <= bound
+    _record("assert_quant_close", f"{name}_error", value, bound, passed)
+    if not passed:
+        raise AssertionError(
+            messages.close_failure(
+                metric=name,
+                description=description,
+                value=value,
+                bound=bound,
+                stats=stats,
+                origin=origin,
+                source=_settings.TOLERANCE_SOURCE,
+            )
+        )
+
+
+def _int_array(x: Any, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must be an integer array (quantized codes), got dtype {arr.dtype}; "
+            "compare float outputs with assert_quant_close"
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); there is nothing to compare")
+    return arr
+
+
+def assert_within_lsb(
+    actual: Any,
+    expected: Any,
+    *,
+    max_lsb: int | None = None,
+    max_mismatch: float | None = None,
+    qparams: QuantParams | None = None,
+) -> None:
+    """Assert integer outputs differ by at most ``max_lsb`` steps everywhere.
+
+    ``max_mismatch`` (a fraction in [0, 1]) also bounds how many elements may differ
+    at all: real kernels differ by one step on a small fraction of elements (XNNPACK vs
+    reference kernels: 0.2% to 2%). The default ``max_lsb`` is ``--quant-max-lsb``
+    (marker > CLI > ini > 1). ``qparams`` lets the message give the error in real units.
+
+    Example::
+
+        def test_int8_outputs(golden_q, runner):
+            assert_within_lsb(runner.quantized(x), golden_q, max_mismatch=0.02)
+    """
+    __tracebackhide__ = True
+    a = _int_array(actual, "actual")
+    e = _int_array(expected, "expected")
+    same_shape(a, e, ("actual", "expected"))
+    if max_lsb is None:
+        s = _settings.current()
+        bound, origin = s.max_lsb, s.max_lsb_from
+    else:
+        bound = _settings.parse_max_lsb(max_lsb)
+        origin = f"the argument max_lsb={bound}"
+    if max_mismatch is not None:
+        max_mismatch = finite_scalar(max_mismatch, "max_mismatch")
+        if not 0.0 <= max_mismatch <= 1.0:
+            raise ValueError(f"max_mismatch={max_mismatch} must be a fraction in [0, 1]")
+    diff = a.astype(np.int64) - e.astype(np.int64)
+    absdiff = np.abs(diff)
+    flat = int(np.argmax(absdiff))
+    index = tuple(int(i) for i in np.unravel_index(flat, diff.shape)) if diff.ndim else ()
+    max_diff = int(absdiff.max())
+    mismatch = float(np.mean(diff != 0))
+    passed = max_diff <= bound and (max_mismatch is None or mismatch <= max_mismatch)
+    _record("assert_within_lsb", "max_lsb", float(max_diff), float(bound), max_diff <= bound)
+    if max_mismatch is not None:
+        _record(
+            "assert_within_lsb",
+            "mismatch_fraction",
+            mismatch,
+            max_mismatch,
+            mismatch <= max_mismatch,
+        )
+    if passed:
+        return
+    values, counts = np.unique(diff, return_counts=True)
+    real = None
+    if qparams is not None:
+        qparams.check_channels(diff.shape)
+        scale, _ = qparams.broadcast(diff.ndim)
+        real = float(diff[index] * np.broadcast_to(scale, diff.shape)[index])
+    raise AssertionError(
+        messages.lsb_failure(
+            max_diff=max_diff,
+            max_lsb=bound,
+            index=index,
+            actual=int(a[index]),
+            expected=int(e[index]),
+            mismatch=mismatch,
+            max_mismatch=max_mismatch,
+            n=int(diff.size),
+            hist={int(v): int(c) for v, c in zip(values, counts, strict=True)},
+            real_error=real,
+            origin=origin,
+            source=_settings.MAX_LSB_SOURCE,
+        )
+    )
+
+
+def assert_sqnr(actual: Any, reference: Any, *, min_db: float) -> None:
+    """Assert the signal-to-quantization-noise ratio is at least ``min_db`` decibels.
+
+    ``SQNR = 20 log10(||reference|| / ||actual - reference||)``: identical tensors
+    have SQNR inf; a well-quantized int8 tensor about 40 dB.
+
+    Example::
+
+        assert_sqnr(dequantized, weights, min_db=35.0)
+    """
+    __tracebackhide__ = True
+    bound = finite_scalar(min_db, "min_db")
+    stats = compare(actual, reference)
+    passed = stats.sqnr_db >= bound
+    _record("assert_sqnr", "sqnr_db", stats.sqnr_db, bound, passed)
+    if not passed:
+        raise AssertionError(messages.sqnr_failure(value=stats.sqnr_db, min_db=bound, stats=stats))
+
+
+def _class_ids(x: Any, name: str, n_classes: int | None = None) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim == 2 and arr.shape[1] > 1:
+        return np.argmax(as_float_array(arr, name), axis=1)
+    if arr.ndim == 1 and arr.dtype.kind in "iu":
+        if arr.size == 0:
+            raise ValueError(f"{name} is empty; there is nothing to score")
+        return arr.astype(np.int64)
+    raise ValueError(
+        f"{name} has shape {arr.shape} and dtype {arr.dtype}: pass logits or probabilities "
+        "of shape (n, classes), or integer class ids of shape (n,)"
+    )
+
+
+def assert_accuracy_drop(
+    quant_outputs: Any, float_outputs: Any, labels: Any, *, max_drop: float | None = None
+) -> None:
+    """Assert top-1 accuracy drops by at most ``max_drop`` (absolute) after quantization.
+
+    Outputs are logits / probabilities ``(n, classes)`` or class ids ``(n,)``; labels are
+    class ids or one-hot. The default ``max_drop`` is the test's ``--quant-tolerance``.
+    The message gives both accuracies, the agreement rate of the two models and a 95%
+    confidence interval of the drop (paired, normal approximation). When that interval
+    is wider than the bound the check passes with a :class:`QuantWarning`: the
+    evaluation set is too small to resolve the bound.
+
+    Example::
+
+        assert_accuracy_drop(tflite_logits, keras_logits, y_test, max_drop=0.01)
+    """
+    __tracebackhide__ = True
+    bound, origin = _tolerance(max_drop, "max_drop")
+    q = _class_ids(quant_outputs, "quant_outputs")
+    f = _class_ids(float_outputs, "float_outputs")
+    y = _class_ids(labels, "labels")
+    if not (q.shape == f.shape == y.shape):
+        raise ValueError(
+            f"shape mismatch: {q.shape[0]} quantized, {f.shape[0]} float predictions and "
+            f"{y.shape[0]} labels; score the same samples"
+        )
+    n = int(y.size)
+    right_q, right_f = q == y, f == y
+    float_acc, quant_acc = float(right_f.mean()), float(right_q.mean())
+    drop = float_acc - quant_acc
+    d = right_f.astype(np.float64) - right_q.astype(np.float64)
+    half = 1.96 * float(d.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+    ci = (drop - half, drop + half)
+    passed = drop <= bound
+    _record("assert_accuracy_drop", "top1_drop", drop, bound, passed)
+    if not passed:
+        raise AssertionError(
+            messages.accuracy_failure(
+                float_acc=float_acc,
+                quant_acc=quant_acc,
+                drop=drop,
+                max_drop=bound,
+                ci=ci,
+                agreement=float(np.mean(q == f)),
+                n=n,
+                origin=origin,
+                source=_settings.TOLERANCE_SOURCE,
+            )
+        )
+    if half > bound:
+        warnings.warn(
+            QuantWarning(
+                f"accuracy drop {100 * drop:.3g} points is within the bound "
+                f"{100 * bound:.3g}, but with n={n} samples its 95% interval is "
+                f"+-{100 * half:.3g} points: use more samples to make this gate meaningful"
+            ),
+            stacklevel=2,
+        )

@@ -1,0 +1,149 @@
+"""Failure messages of the quant checks, built by pure functions (tests call them directly).
+
+Every message says what is off (metric, value, bound), where (the worst element with
+its index, actual and reference values, and its error in LSB when the quantization
+parameters are known), how the errors spread (an LSB histogram), and which option or
+marker changes the bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_ROWS = 8
+
+
+def fmt(value: float) -> str:
+    """A figure for a message: 4 significant digits."""
+    return f"{value:.4g}"
+
+
+def histogram_line(hist: dict[int, int], *, label: str = "|error| in LSB") -> str:
+    """``0: 990  1: 9  3: 1``, ascending, capped at ``MAX_ROWS`` bins (the rest summed)."""
+    keys = sorted(hist)
+    shown = keys[:MAX_ROWS]
+    parts = [f"{k}: {hist[k]}" for k in shown]
+    if len(keys) > MAX_ROWS:
+        rest = sum(hist[k] for k in keys[MAX_ROWS:])
+        parts.append(f">={keys[MAX_ROWS]}: {rest} (histogram cut at {MAX_ROWS} bins)")
+    return f"  histogram ({label}): " + "  ".join(parts)
+
+
+def bound_line(origin: str, source: str) -> str:
+    """Where the bound came from and how to change it."""
+    return f"  bound from {origin}; change it with {source}"
+
+
+def close_failure(
+    *,
+    metric: str,
+    description: str,
+    value: float,
+    bound: float,
+    stats: Any,
+    origin: str,
+    source: str,
+) -> str:
+    """Message of ``assert_quant_close``: ``stats`` is a :class:`pytest_quant.ErrorStats`."""
+    lines = [
+        f"quantized output is off: {metric} error = {fmt(100 * value)}% of full scale, "
+        f"bound {fmt(100 * bound)}% (over by {fmt(100 * (value - bound))} points)",
+        f"  metric: {description}; full scale (reference max - min) = {fmt(stats.full_scale)}",
+        worst_line(stats),
+        f"  also: max {fmt(100 * stats.max_abs_fs)}% FS, p99 {fmt(100 * stats.p99_abs_fs)}% FS, "
+        f"RMS {fmt(100 * stats.rmse_fs)}% FS, bias (mean signed error) {stats.mean_signed:+.4g}, "
+        f"SQNR {fmt(stats.sqnr_db)} dB, n={stats.n}",
+    ]
+    if stats.max_lsb is not None:
+        lines.append(histogram_line(stats.lsb_histogram()))
+    lines.append(bound_line(origin, source))
+    return "\n".join(lines)
+
+
+def worst_line(stats: Any) -> str:
+    """``worst element at index (3, 7): actual 0.91, reference 1, error -0.09 (-11.5 LSB)``."""
+    err = stats.worst_actual - stats.worst_reference
+    lsb = ""
+    if stats.max_lsb is not None:
+        sign = 1 if err >= 0 else -1
+        lsb = f" ({sign * stats.max_lsb:+.3g} LSB)"
+    return (
+        f"  worst element at index {stats.worst_index}: actual {fmt(stats.worst_actual)}, "
+        f"reference {fmt(stats.worst_reference)}, error {err:+.4g}{lsb}"
+    )
+
+
+def lsb_failure(
+    *,
+    max_diff: int,
+    max_lsb: int,
+    index: tuple[int, ...],
+    actual: int,
+    expected: int,
+    mismatch: float,
+    max_mismatch: float | None,
+    n: int,
+    hist: dict[int, int],
+    real_error: float | None,
+    origin: str,
+    source: str,
+) -> str:
+    """Message of ``assert_within_lsb``."""
+    head = []
+    if max_diff > max_lsb:
+        head.append(f"integer outputs differ by up to {max_diff} LSB, bound {max_lsb} LSB")
+    if max_mismatch is not None and mismatch > max_mismatch:
+        head.append(
+            f"{fmt(100 * mismatch)}% of elements differ, budget max_mismatch="
+            f"{fmt(100 * max_mismatch)}%"
+        )
+    real = f" = {real_error:+.4g} in real units" if real_error is not None else ""
+    lines = [
+        "; ".join(head),
+        f"  worst element at index {index}: actual {actual}, expected {expected} "
+        f"({actual - expected:+d} LSB{real})",
+        f"  {round(mismatch * n)} of {n} elements differ ({fmt(100 * mismatch)}%)",
+        histogram_line(hist, label="actual - expected in LSB"),
+        bound_line(origin, source),
+    ]
+    return "\n".join(lines)
+
+
+def sqnr_failure(*, value: float, min_db: float, stats: Any) -> str:
+    """Message of ``assert_sqnr``."""
+    return "\n".join(
+        [
+            f"SQNR {fmt(value)} dB is below min_db={fmt(min_db)} dB "
+            f"(short by {fmt(min_db - value)} dB)",
+            worst_line(stats),
+            f"  RMS error {fmt(stats.rmse)}, signal RMS {fmt(stats.rmse * 10 ** (value / 20))}, "
+            f"n={stats.n}",
+            "  bound from the min_db argument of assert_sqnr",
+        ]
+    )
+
+
+def accuracy_failure(
+    *,
+    float_acc: float,
+    quant_acc: float,
+    drop: float,
+    max_drop: float,
+    ci: tuple[float, float],
+    agreement: float,
+    n: int,
+    origin: str,
+    source: str,
+) -> str:
+    """Message of ``assert_accuracy_drop``."""
+    return "\n".join(
+        [
+            f"top-1 accuracy dropped by {fmt(100 * drop)} points "
+            f"(float {fmt(100 * float_acc)}% -> quantized {fmt(100 * quant_acc)}%), "
+            f"bound {fmt(100 * max_drop)} points",
+            f"  95% confidence interval of the drop: [{fmt(100 * ci[0])}, {fmt(100 * ci[1])}] "
+            f"points over n={n} samples",
+            f"  the two models agree on {fmt(100 * agreement)}% of predictions",
+            bound_line(origin, source),
+        ]
+    )

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_quant import (
+    QuantParams,
+    QuantWarning,
+    _settings,
+    assert_accuracy_drop,
+    assert_quant_close,
+    assert_sqnr,
+    assert_within_lsb,
+    dequantize,
+    qparams_for,
+    quantize,
+)
+
+RNG = np.random.default_rng(5)
+REF = RNG.normal(size=(64, 16)).astype(np.float32)
+QP = qparams_for(REF)
+GOOD = dequantize(quantize(REF, QP), QP)  # a faithful int8 round trip
+
+
+def test_close_passes_on_a_faithful_round_trip():
+    assert_quant_close(GOOD, REF)
+    assert_quant_close(GOOD, REF, metric="max", tolerance=0.01)
+
+
+def test_close_catches_an_inverted_scale_and_says_where():
+    # the article's scale: levels / range x 0.1, the inverse of range / levels
+    bad_qp = QuantParams(255 / float(REF.max() - REF.min()) * 0.1, 0)
+    bad = dequantize(quantize(REF, bad_qp), bad_qp)
+    with pytest.raises(AssertionError) as info:
+        assert_quant_close(bad, REF, qparams=QP)
+    msg = str(info.value)
+    assert "rms error" in msg and "% of full scale, bound 2%" in msg
+    assert "worst element at index (" in msg and "LSB)" in msg
+    assert "histogram (|error| in LSB)" in msg
+    assert "bound from the default 0.02; change it with --quant-tolerance" in msg
+
+
+def test_close_catches_one_saturated_outlier_only_with_max_metric():
+    bad = GOOD.copy()
+    bad[3, 7] += 0.3 * float(REF.max() - REF.min())  # one element off by 30% of full scale
+    assert_quant_close(bad, REF)  # RMS (about 1% here) shrugs off one outlier, by design
+    with pytest.raises(AssertionError, match=r"worst element at index \(3, 7\)"):
+        assert_quant_close(bad, REF, metric="max", tolerance=0.05)
+
+
+def test_close_never_passes_on_nan_and_rejects_misuse():
+    bad = GOOD.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="actual has 1 non-finite"):
+        assert_quant_close(bad, REF, tolerance=1e9)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        assert_quant_close(GOOD[:2], REF)
+    with pytest.raises(ValueError, match="metric='mean'"):
+        assert_quant_close(GOOD, REF, metric="mean")
+    with pytest.raises(ValueError, match=r"tolerance=-1\.0 must be >= 0"):
+        assert_quant_close(GOOD, REF, tolerance=-1)
+
+
+def test_within_lsb_budgets():
+    expected = np.arange(-100, 100, dtype=np.int8)
+    off_by_one = expected.copy()
+    off_by_one[::50] += 1  # 4 of 200 elements, 2%
+    assert_within_lsb(off_by_one, expected)  # default max_lsb 1
+    assert_within_lsb(off_by_one, expected, max_mismatch=0.02)
+    with pytest.raises(AssertionError, match=r"2% of elements differ, budget max_mismatch=1%"):
+        assert_within_lsb(off_by_one, expected, max_mismatch=0.01)
+    with pytest.raises(AssertionError, match=r"differ by up to 1 LSB, bound 0 LSB"):
+        assert_within_lsb(off_by_one, expected, max_lsb=0)
+
+
+def test_within_lsb_catches_wrap_around_with_real_units():
+    expected = np.array([127, 0, -5], np.int8)
+    wrapped = np.array([-56, 0, -5], np.int8)  # 200 cast to int8 before clipping
+    with pytest.raises(AssertionError) as info:
+        assert_within_lsb(wrapped, expected, qparams=QuantParams(0.5, 0))
+    msg = str(info.value)
+    assert "differ by up to 183 LSB, bound 1 LSB" in msg
+    assert "index (0,): actual -56, expected 127 (-183 LSB = -91.5 in real units)" in msg
+    assert "histogram (actual - expected in LSB): -183: 1  0: 2" in msg
+
+
+def test_within_lsb_misuse():
+    with pytest.raises(TypeError, match="integer array"):
+        assert_within_lsb(np.zeros(3), np.zeros(3, np.int8))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        assert_within_lsb(np.zeros(3, np.int8), np.zeros(4, np.int8))
+    with pytest.raises(ValueError, match=r"max_mismatch=2.0 must be a fraction"):
+        assert_within_lsb(np.zeros(3, np.int8), np.zeros(3, np.int8), max_mismatch=2)
+
+
+def test_sqnr():
+    assert_sqnr(GOOD, REF, min_db=35.0)
+    with pytest.raises(AssertionError, match=r"SQNR .* dB is below min_db=60 dB"):
+        assert_sqnr(GOOD, REF, min_db=60.0)
+    assert_sqnr(REF, REF, min_db=1e6)  # identical: inf dB
+
+
+def _logits(pred, n_classes=10):
+    out = np.zeros((len(pred), n_classes), np.float32)
+    out[np.arange(len(pred)), pred] = 1.0
+    return out
+
+
+def test_accuracy_drop_gate():
+    labels = np.arange(1000) % 10
+    float_pred = labels.copy()
+    float_pred[:50] = (labels[:50] + 1) % 10  # 95%
+    quant_pred = float_pred.copy()
+    quant_pred[50:60] = (labels[50:60] + 1) % 10  # 94%
+    assert_accuracy_drop(_logits(quant_pred), _logits(float_pred), labels)  # 1 point <= 2
+    with pytest.raises(AssertionError) as info:
+        assert_accuracy_drop(quant_pred, float_pred, labels, max_drop=0.005)
+    msg = str(info.value)
+    assert "dropped by 1 points (float 95% -> quantized 94%), bound 0.5 points" in msg
+    assert "95% confidence interval" in msg and "agree on 99%" in msg
+
+
+def test_accuracy_drop_small_set_warns():
+    labels = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
+    quant = labels.copy()
+    float_ = labels.copy()
+    float_[0] = 1  # float is worse: drop -10 points, passes, but n=10 resolves nothing
+    with pytest.warns(QuantWarning, match="n=10 samples"):
+        assert_accuracy_drop(quant, float_, labels, max_drop=0.02)
+
+
+def test_accuracy_drop_misuse():
+    with pytest.raises(ValueError, match=r"integer class ids of shape \(n,\)"):
+        assert_accuracy_drop(np.zeros(3), np.zeros(3), np.zeros(3, int))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        assert_accuracy_drop(np.zeros(3, int), np.zeros(4, int), np.zeros(3, int))
+    logits = _logits([0, 1, 2])
+    logits[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        assert_accuracy_drop(logits, logits, np.array([0, 1, 2]))
+
+
+def test_defaults_come_from_the_running_test():
+    token = _settings.activate(_settings.QuantSettings(0.5, 7, "X", "Y"))
+    try:
+        bad = GOOD + 0.4 * float(REF.max() - REF.min())
+        assert_quant_close(bad, REF)  # 40% < 50%
+        assert_within_lsb(np.array([7], np.int8), np.array([0], np.int8))
+        with pytest.raises(AssertionError, match="bound from Y"):
+            assert_within_lsb(np.array([8], np.int8), np.array([0], np.int8))
+    finally:
+        _settings.deactivate(token)
+
+
+def test_checks_record_their_figures():
+    seen = []
+    token = _settings.activate(_settings.QuantSettings(test_id="t", sink=seen.append))
+    try:
+        assert_quant_close(GOOD, REF)
+        with pytest.raises(AssertionError):
+            assert_sqnr(GOOD, REF, min_db=99)
+    finally:
+        _settings.deactivate(token)
+    assert [(r["check"], r["metric"], r["passed"]) for r in seen] == [
+        ("assert_quant_close", "rms_error", True),
+        ("assert_sqnr", "sqnr_db", False),
+    ]
+    assert seen[0]["test_id"] == "t" and seen[0]["margin"] == pytest.approx(
+        seen[0]["bound"] - seen[0]["value"]
+    )
