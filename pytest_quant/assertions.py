@@ -41,8 +41,12 @@ def _tolerance(tolerance: float | None, name: str = "tolerance") -> tuple[float,
     return s.tolerance, s.tolerance_from
 
 
-def _record(check: str, metric: str, value: float, bound: float, passed: bool) -> None:
-    margin = bound - value
+def record(
+    check: str, metric: str, value: float, bound: float, passed: bool, *, at_least: bool = False
+) -> None:
+    """Record one check's figures; ``margin`` is how far inside the bound it stayed
+    (negative: by how much it broke it), whichever way the bound points."""
+    margin = value - bound if at_least else bound - value
     _settings.record(
         {
             "check": check,
@@ -90,7 +94,7 @@ def assert_quant_close(
     field, description = METRICS[name]
     value = float(getattr(stats, field))
     passed = value <= bound
-    _record("assert_quant_close", f"{name}_error", value, bound, passed)
+    record("assert_quant_close", f"{name}_error", value, bound, passed)
     if not passed:
         raise AssertionError(
             messages.close_failure(
@@ -158,9 +162,9 @@ def assert_within_lsb(
     max_diff = int(absdiff.max())
     mismatch = float(np.mean(diff != 0))
     passed = max_diff <= bound and (max_mismatch is None or mismatch <= max_mismatch)
-    _record("assert_within_lsb", "max_lsb", float(max_diff), float(bound), max_diff <= bound)
+    record("assert_within_lsb", "max_lsb", float(max_diff), float(bound), max_diff <= bound)
     if max_mismatch is not None:
-        _record(
+        record(
             "assert_within_lsb",
             "mismatch_fraction",
             mismatch,
@@ -207,7 +211,7 @@ def assert_sqnr(actual: Any, reference: Any, *, min_db: float) -> None:
     bound = finite_scalar(min_db, "min_db")
     stats = compare(actual, reference)
     passed = stats.sqnr_db >= bound
-    _record("assert_sqnr", "sqnr_db", stats.sqnr_db, bound, passed)
+    record("assert_sqnr", "sqnr_db", stats.sqnr_db, bound, passed, at_least=True)
     if not passed:
         raise AssertionError(messages.sqnr_failure(value=stats.sqnr_db, min_db=bound, stats=stats))
 
@@ -260,7 +264,7 @@ def assert_accuracy_drop(
     half = 1.96 * float(d.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
     ci = (drop - half, drop + half)
     passed = drop <= bound
-    _record("assert_accuracy_drop", "top1_drop", drop, bound, passed)
+    record("assert_accuracy_drop", "top1_drop", drop, bound, passed)
     if not passed:
         raise AssertionError(
             messages.accuracy_failure(

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from . import strategies as qs
 from ._dtypes import INT_RANGES
 from .affine import dequantize, quantize
+from .assertions import record
 from .fakequant import fake_quant, nudge
 from .qparams import QuantParams, choose_qparams, qparams_for
 
@@ -390,7 +391,9 @@ def assert_quantizer_conforms(
     try:
         conforms()
     except Broken as broken:
+        record("assert_quantizer_conforms", f"{kind}_broken_properties", 1.0, 0.0, False)
         raise AssertionError(_conformance_message(fn, kind, dtype, broken)) from None
+    record("assert_quantizer_conforms", f"{kind}_broken_properties", 0.0, 0.0, True)
 
 
 def _conformance_message(fn: Any, kind: str, dtype: str, broken: Broken) -> str:

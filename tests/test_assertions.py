@@ -168,3 +168,5 @@ def test_checks_record_their_figures():
     assert seen[0]["test_id"] == "t" and seen[0]["margin"] == pytest.approx(
         seen[0]["bound"] - seen[0]["value"]
     )
+    # SQNR is an "at least" bound: its margin is value - bound
+    assert seen[1]["margin"] == pytest.approx(seen[1]["value"] - 99) and seen[1]["margin"] < 0

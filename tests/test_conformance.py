@@ -236,3 +236,20 @@ def test_tensor():
 def test_misuse(kw, err):
     with pytest.raises(ValueError, match=err):
         assert_quantizer_conforms(numpy_quantize, **kw)
+
+
+def test_conformance_is_recorded():
+    from pytest_quant import _settings
+
+    seen = []
+    token = _settings.activate(_settings.QuantSettings(sink=seen.append))
+    try:
+        assert_quantizer_conforms(numpy_quantize, kind="quantize", max_examples=10)
+        with pytest.raises(AssertionError):
+            assert_quantizer_conforms(lambda x, s, z: 1 / 0, kind="quantize", max_examples=10)
+    finally:
+        _settings.deactivate(token)
+    assert [(r["metric"], r["passed"]) for r in seen] == [
+        ("quantize_broken_properties", True),
+        ("quantize_broken_properties", False),
+    ]
