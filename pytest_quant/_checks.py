@@ -25,10 +25,25 @@ def as_float_array(
     elif arr.dtype.kind != "f":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.size == 0 and not allow_empty:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); there is nothing to quantize")
+        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one element")
     if check_finite:
         require_finite(arr, name)
     return arr
+
+
+def as_int_array(x: Any, name: str, *, hint: str) -> np.ndarray:
+    """Return ``x`` as an integer array (quantized codes); ``hint`` says what to do instead."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}; {hint}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one element")
+    return arr
+
+
+def first_index(mask: np.ndarray) -> tuple[int, ...]:
+    """The index of the first True element of ``mask``, as plain ints."""
+    return tuple(int(v) for v in np.argwhere(mask)[0])
 
 
 def require_finite(arr: np.ndarray, name: str) -> None:
@@ -36,11 +51,10 @@ def require_finite(arr: np.ndarray, name: str) -> None:
     finite = np.isfinite(arr)
     if finite.all():
         return
-    bad = np.argwhere(~finite)
-    first = tuple(int(i) for i in bad[0]) if arr.ndim else ()
-    value = arr[first] if arr.ndim else arr[()]
+    first = first_index(~finite) if arr.ndim else ()
+    value = arr[first]
     raise ValueError(
-        f"{name} has {len(bad)} non-finite value(s) (first: {value} at index {first}); "
+        f"{name} has {int((~finite).sum())} non-finite value(s) (first: {value} at index {first}); "
         "quantization is undefined for NaN/Inf: clean or clip the data first"
     )
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._blocks import blockwise
-from ._checks import as_float_array, finite_scalar, require_finite
+from ._checks import as_float_array, as_int_array, finite_scalar, first_index, require_finite
 from ._dtypes import INT_RANGES
 from .qparams import QuantParams
 from .rounding import round_half_away_from_zero
@@ -91,15 +91,11 @@ def dequantize(q: Any, qp: QuantParams) -> np.ndarray:
         >>> dequantize([3, 6, 127], QuantParams(0.1, 3, "int8")).tolist()
         [0.0, 0.30000001192092896, 12.40000057220459]
     """
-    arr = np.asarray(q)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"q must be an integer array, got dtype {arr.dtype}; quantize it first")
-    if arr.size == 0:
-        raise ValueError(f"q is empty (shape {arr.shape}); there is nothing to dequantize")
+    arr = as_int_array(q, "q", hint="quantize it first")
     lo, hi = INT_RANGES[qp.dtype]
     outside = (arr < lo) | (arr > hi)
     if outside.any():
-        i = tuple(int(v) for v in np.argwhere(outside)[0])
+        i = first_index(outside)
         raise ValueError(
             f"q[{i}]={arr[i]} is outside {qp.dtype}'s range [{lo}, {hi}]: "
             "the codes were produced for another dtype or wrapped around"

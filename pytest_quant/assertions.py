@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import _settings, messages
-from ._checks import as_float_array, finite_scalar, same_shape
+from ._checks import as_float_array, as_int_array, finite_scalar, same_shape
 from .metrics import compare
 from .qparams import QuantParams
 
@@ -109,18 +109,6 @@ def assert_quant_close(
         )
 
 
-def _int_array(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(
-            f"{name} must be an integer array (quantized codes), got dtype {arr.dtype}; "
-            "compare float outputs with assert_quant_close"
-        )
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); there is nothing to compare")
-    return arr
-
-
 def assert_within_lsb(
     actual: Any,
     expected: Any,
@@ -142,8 +130,9 @@ def assert_within_lsb(
             assert_within_lsb(runner.quantized(x), golden_q, max_mismatch=0.02)
     """
     __tracebackhide__ = True
-    a = _int_array(actual, "actual")
-    e = _int_array(expected, "expected")
+    hint = "compare float outputs with assert_quant_close"
+    a = as_int_array(actual, "actual", hint=hint)
+    e = as_int_array(expected, "expected", hint=hint)
     same_shape(a, e, ("actual", "expected"))
     if max_lsb is None:
         s = _settings.current()
@@ -216,7 +205,7 @@ def assert_sqnr(actual: Any, reference: Any, *, min_db: float) -> None:
         raise AssertionError(messages.sqnr_failure(value=stats.sqnr_db, min_db=bound, stats=stats))
 
 
-def _class_ids(x: Any, name: str, n_classes: int | None = None) -> np.ndarray:
+def _class_ids(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim == 2 and arr.shape[1] > 1:
         return np.argmax(as_float_array(arr, name), axis=1)

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from . import strategies as qs
+from ._checks import first_index
 from ._dtypes import INT_RANGES
 from .affine import dequantize, quantize
 from .assertions import record
@@ -87,7 +88,7 @@ def _floats(result: Any, like: np.ndarray, inputs: dict[str, Any]) -> np.ndarray
             "keeps the input's shape", f"returned shape {y.shape}, input {like.shape}", inputs
         )
     if not np.isfinite(y).all():
-        i = tuple(int(v) for v in np.argwhere(~np.isfinite(y))[0])
+        i = first_index(~np.isfinite(y))
         raise Broken("returns finite values", f"returned {y[i]} at index {i}", inputs)
     return y
 
@@ -96,10 +97,6 @@ def _half_to_even(x: np.ndarray, qp: QuantParams) -> np.ndarray:
     scale, zero = qp.broadcast(x.ndim)
     steps = np.rint(x.astype(_F) / scale).astype(np.float64)
     return np.clip(steps + zero, qp.qmin, qp.qmax).astype(qp.dtype)
-
-
-def _first(mask: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(v) for v in np.argwhere(mask)[0])
 
 
 def _compare_codes(
@@ -115,7 +112,7 @@ def _compare_codes(
         ok = (q == away) | (q == even)
     if ok.all():
         return
-    i = _first(~ok)
+    i = first_index(~ok)
     lo, hi = qp.real_range
     lo_i = np.broadcast_to(lo, x.shape)[i] if np.ndim(lo) else lo
     hi_i = np.broadcast_to(hi, x.shape)[i] if np.ndim(hi) else hi
@@ -150,7 +147,7 @@ def _check_dequantize(fn: Any, case: Any, dtype: str, rounding: Any) -> None:
     ref = dequantize(q, qp).astype(np.float64)
     bad = np.abs(y.astype(np.float64) - ref) > np.spacing(np.abs(ref).astype(_F)).astype(np.float64)
     if bad.any():
-        i = _first(bad)
+        i = first_index(bad)
         raise Broken(
             "matches the reference scale * (q - zero_point) within 1 float32 ulp",
             f"q{list(i)} = {q[i]}: got {y[i].item()!r}, reference {ref[i].item()!r}",
@@ -222,7 +219,7 @@ def _check_fake_quant(fn: Any, case: Any, dtype: str, rounding: Any) -> None:
         near_tie = np.abs(rel - np.floor(rel) - 0.5) < 1e-3
         bad = (diff > tol) & ~(near_tie & (diff <= np.float64(n.scale) + tol))
     if bad.any():
-        i = _first(bad)
+        i = first_index(bad)
         raise Broken(
             "matches tf.quantization.fake_quant_with_min_max_vars (nudged range, rounding)"
             + ("" if rounding is None else ", bit for bit"),
@@ -258,7 +255,7 @@ def _check_tensor(
     err = np.abs(dequantize(q, theirs).astype(np.float64) - x)
     half = np.broadcast_to(scale.astype(np.float64) * (0.5 + 1e-6), x.shape) + np.abs(x) * 1e-6
     if (err > half).any():
-        i = _first(err > half)
+        i = first_index(err > half)
         raise Broken(
             "covers the data: every value within half a step (no clipping, no wrap-around)",
             f"x{list(i)} = {x[i].item()!r} comes back as {dequantize(q, theirs)[i].item()!r}",
@@ -268,7 +265,7 @@ def _check_tensor(
     ref_scale = np.broadcast_to(ref.broadcast(x.ndim)[0], scale.shape)
     wasteful = scale > 2.0 * ref_scale * (1 + 1e-6)
     if wasteful.any():
-        i = _first(wasteful)
+        i = first_index(wasteful)
         raise Broken(
             "uses the integer range: scale at most 2x the min-max scale",
             f"scale = {scale[i].item()!r}, min-max scale {ref_scale[i].item()!r}",
