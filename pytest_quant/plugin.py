@@ -7,6 +7,7 @@ them. Logic lives in ``_settings`` (bounds), ``report`` (records) and the check 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ class _RunState:
     max_lsb: int
     max_lsb_from: str
     report_path: str | None
+    cache_dir: str
     records: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -58,7 +60,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="write a JSON file with one record per quant check (ini quant_report)",
     )
+    group.addoption(
+        "--quant-cache-dir",
+        default=None,
+        metavar="PATH",
+        help="where converted TFLite models are cached (default "
+        ".pytest_cache/d/pytest-quant-tflite under the rootdir; ini quant_cache_dir)",
+    )
+    group.addoption(
+        "--quant-cache-clear",
+        action="store_true",
+        default=False,
+        help="delete the TFLite conversion cache before the run",
+    )
     parser.addini("quant_tolerance", "default --quant-tolerance", default=None)
+    parser.addini("quant_cache_dir", "default --quant-cache-dir", default=None)
     parser.addini("quant_max_lsb", "default --quant-max-lsb", default=None)
     parser.addini("quant_report", "default --quant-report path", default=None)
 
@@ -96,9 +112,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config, "quant_max_lsb", parse_max_lsb, _settings.DEFAULT_MAX_LSB
     )
     path = config.getoption("quant_report") or config.getini("quant_report") or None
-    state = _RunState(tolerance, tolerance_from, max_lsb, max_lsb_from, path)
+    cache_dir = str(
+        config.getoption("quant_cache_dir")
+        or config.getini("quant_cache_dir")
+        or config.rootpath / ".pytest_cache" / "d" / "pytest-quant-tflite"
+    )
+    state = _RunState(tolerance, tolerance_from, max_lsb, max_lsb_from, path, cache_dir)
     config.stash[_STATE] = state
     if not hasattr(config, "workerinput"):
+        if config.getoption("quant_cache_clear"):
+            shutil.rmtree(cache_dir, ignore_errors=True)  # before any xdist worker starts
         config.pluginmanager.register(_Controller(state), "quant-controller")
     # Register our hypothesis profile just before hypothesis's own plugin loads the
     # profile named by --hypothesis-profile; importing hypothesis only when asked for it.
@@ -238,3 +261,40 @@ def quant_max_lsb(quant_settings: QuantSettings) -> int:
             assert quant_max_lsb >= 0
     """
     return quant_settings.max_lsb
+
+
+@pytest.fixture(scope="session")
+def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Convert a model to TFLite (cached) and return a runner for it.
+
+    ``quant_tflite(source, representative_data=None, *, mode="int8", kernels="xnnpack",
+    num_threads=1)``: ``source`` is a Keras model, a SavedModel directory, a ``.tflite``
+    path or bytes; ``mode`` is ``"int8"``, ``"dynamic"``, ``"float16"`` or ``"int16x8"``.
+    Session-scoped, so module- and session-scoped fixtures can convert once and share.
+    A converter crash fails the test that asked, naming the TF version; the run goes on.
+
+    Example::
+
+        @pytest.fixture(scope="module")
+        def int8_model(quant_tflite, keras_model, x_calib):
+            return quant_tflite(keras_model, x_calib, mode="int8")
+
+        def test_int8(int8_model, keras_model, x_test):
+            assert_quant_close(int8_model(x_test), keras_model.predict(x_test))
+    """
+    cache_dir = request.config.stash[_STATE].cache_dir
+
+    def factory(
+        source: Any,
+        representative_data: Any = None,
+        *,
+        mode: str = "int8",
+        kernels: str = "xnnpack",
+        num_threads: int = 1,
+    ) -> Any:
+        from .tflite import TFLiteRunner, convert
+
+        content = convert(source, representative_data, mode=mode, cache_dir=cache_dir)
+        return TFLiteRunner(content, kernels=kernels, num_threads=num_threads)
+
+    return factory

@@ -42,3 +42,10 @@ def _pristine_quant_settings():
     token = _settings.activate(_settings.QuantSettings())
     yield
     _settings.deactivate(token)
+
+
+@pytest.fixture(scope="session")
+def tflite_cache(request):
+    """One conversion cache for the whole suite (xdist workers share it safely: that is
+    what the cache's file locks are for), kept between local runs."""
+    return request.config.rootpath / ".pytest_cache" / "d" / "pytest-quant-tests"

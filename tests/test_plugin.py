@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +221,69 @@ def test_no_summary_when_no_checks(pytester):
     pytester.makepyfile("def test_x(): pass")
     r = pytester.runpytest_subprocess()
     assert "quant checks" not in r.stdout.str()
+
+
+TFLITE_SUITE = """
+import numpy as np
+import pytest
+from pytest_quant import assert_quant_close
+from pytest_quant.tflite import converter
+from tests import models
+
+
+@pytest.fixture(scope="module")
+def model():
+    return models.mlp()
+
+
+@pytest.fixture(scope="module")
+def int8(quant_tflite, model):
+    return quant_tflite(model, models.data((64,), n=100), mode="int8")
+
+
+def test_int8_close(int8, model):
+    x = models.data((64,), n=50, seed=1)
+    assert_quant_close(int8(x), model.predict(x, verbose=0))
+
+
+def test_crash_fails_only_this_test(quant_tflite, model, monkeypatch):
+    monkeypatch.setattr(converter, "WORKER", "tests.abort_worker")
+    quant_tflite(model, models.data((64,), n=99), mode="int8")
+
+
+def test_after_the_crash(int8):
+    assert int8.options["kernels"] == "xnnpack"
+"""
+
+
+def test_quant_tflite_fixture_cache_and_crash_isolation(pytester, monkeypatch):
+    pytest.importorskip("keras", reason="Keras/TensorFlow not installed: pytest-quant[tf]")
+    root = str(Path(__file__).resolve().parent.parent)
+    monkeypatch.setenv("PYTHONPATH", root)
+    pytester.makepyfile(test_tfl=TFLITE_SUITE)
+    cache = pytester.path / "qcache"
+    r = pytester.runpytest_subprocess(f"--quant-cache-dir={cache}", "-p", "no:cacheprovider")
+    r.assert_outcomes(passed=2, failed=1)
+    r.stdout.fnmatch_lines(
+        [
+            "*ConversionError: TensorFlow * converter crashed (the converter process was killed by "
+            "SIGABRT)*the test session goes on*"
+        ]
+    )
+    files = sorted(cache.glob("*.tflite"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    r = pytester.runpytest_subprocess(
+        f"--quant-cache-dir={cache}", "-p", "no:cacheprovider", "-k", "close"
+    )
+    r.assert_outcomes(passed=1, deselected=2)
+    assert files[0].stat().st_mtime_ns == stamp  # served from the cache, not rewritten
+    r = pytester.runpytest_subprocess(
+        f"--quant-cache-dir={cache}",
+        "--quant-cache-clear",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "nothing_matches",
+    )
+    assert not cache.exists()

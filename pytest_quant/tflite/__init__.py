@@ -1,0 +1,32 @@
+"""The TFLite layer: conversion in every post-training mode, the LiteRT runner, the spec
+linter. The only part of pytest-quant that touches TensorFlow, and only lazily:
+importing this package imports neither TensorFlow nor LiteRT.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ConversionError": ".converter",
+    "MODES": ".converter",
+    "convert": ".converter",
+    "TFLiteRunner": ".runner",
+    "Outputs": ".runner",
+}
+
+__all__ = ["MODES", "ConversionError", "Outputs", "TFLiteRunner", "convert"]
+
+if TYPE_CHECKING:
+    from .converter import MODES, ConversionError, convert
+    from .runner import Outputs, TFLiteRunner
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_quant.tflite' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,192 @@
+"""Run a TFLite model on float batches with the LiteRT interpreter.
+
+Inputs are quantized with saturation (never wrap-around) when the model takes integers;
+outputs come back dequantized, or raw with :meth:`TFLiteRunner.quantized`. A batch runs
+as one invocation: the input tensor is resized to the batch once, not per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .._checks import as_float_array
+from ..affine import dequantize, quantize
+from ..qparams import QuantParams
+from ._deps import require
+from .converter import check_tflite
+
+#: Interpreter kernels: XNNPACK (LiteRT's default CPU delegate), the builtin optimized
+#: kernels without it, or the reference kernels (slow; an oracle).
+KERNELS = ("xnnpack", "builtin", "reference")
+
+
+class Outputs(dict):  # type: ignore[type-arg]
+    """Model outputs by name, in the model's output order; an int index works too."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return super().__getitem__(key)
+
+
+def _qparams(detail: Mapping[str, Any]) -> QuantParams | None:
+    q = detail.get("quantization_parameters") or {}
+    scales = np.asarray(q.get("scales", []))
+    if scales.size == 0 or np.dtype(detail["dtype"]).kind not in "iu":
+        return None
+    zeros = np.asarray(q["zero_points"])
+    dtype = np.dtype(detail["dtype"]).name
+    if scales.size == 1:
+        return QuantParams(float(scales[0]), int(zeros[0]), dtype)
+    return QuantParams(scales.astype(np.float32), zeros, dtype, int(q["quantized_dimension"]))
+
+
+class TFLiteRunner:
+    """A LiteRT interpreter around one model, with explicit, recorded options.
+
+    :param content: the ``.tflite`` bytes.
+    :param kernels: ``"xnnpack"`` (default delegate), ``"builtin"`` (optimized kernels,
+        no delegate) or ``"reference"`` (reference kernels, an oracle).
+    :param num_threads: interpreter threads.
+
+    Example::
+
+        runner = TFLiteRunner(content)
+        y = runner(x_test)              # dequantized float outputs
+        q = runner.quantized(x_test)    # raw int8 outputs
+        runner.output_qparams           # QuantParams of the output
+    """
+
+    def __init__(self, content: bytes, *, kernels: str = "xnnpack", num_threads: int = 1) -> None:
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels={kernels!r}: use one of {', '.join(KERNELS)}")
+        if not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads={num_threads!r} must be an int >= 1")
+        self.content = check_tflite(bytes(content), "content")
+        self.options = {"kernels": kernels, "num_threads": num_threads}
+        lite = require("ai_edge_litert.interpreter")
+        resolver = {
+            "xnnpack": lite.OpResolverType.AUTO,
+            "builtin": lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            "reference": lite.OpResolverType.BUILTIN_REF,
+        }[kernels]
+        try:
+            self._it = lite.Interpreter(
+                model_content=self.content,
+                num_threads=num_threads,
+                experimental_op_resolver_type=resolver,
+            )
+            self._it.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"LiteRT cannot load this model: {exc}") from None
+        self._inputs = self._it.get_input_details()
+        self._outputs = self._it.get_output_details()
+        self._shapes = {d["index"]: tuple(int(s) for s in d["shape"]) for d in self._inputs}
+        self._names = self._signature_names()
+
+    def _signature_names(self) -> dict[int, str]:
+        """Tensor index -> the name users gave (the signature's keys), when there is one
+        signature; else the tensor names."""
+        names = {d["index"]: d["name"] for d in [*self._inputs, *self._outputs]}
+        signatures = self._it.get_signature_list()
+        if len(signatures) == 1:
+            sig = self._it.get_signature_runner(next(iter(signatures)))
+            for group in (sig.get_input_details(), sig.get_output_details()):
+                for key, detail in group.items():
+                    names[detail["index"]] = key
+        return names
+
+    @property
+    def input_names(self) -> list[str]:
+        """Input names in the model's input order (signature keys where available)."""
+        return [self._names[d["index"]] for d in self._inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Output names in the model's output order (signature keys where available)."""
+        return [self._names[d["index"]] for d in self._outputs]
+
+    def _qp(self, details: list[dict[str, Any]]) -> Any:
+        qps = tuple(_qparams(d) for d in details)
+        return qps[0] if len(qps) == 1 else qps
+
+    @property
+    def input_qparams(self) -> Any:
+        """``QuantParams`` of the input (``None`` for a float input); a tuple for several."""
+        return self._qp(self._inputs)
+
+    @property
+    def output_qparams(self) -> Any:
+        """``QuantParams`` of the output (``None`` for a float output); a tuple for several."""
+        return self._qp(self._outputs)
+
+    def _feed(self, x: Any) -> None:
+        if isinstance(x, Mapping):
+            unknown = set(x) - set(self.input_names)
+            if unknown or len(x) != len(self._inputs):
+                raise ValueError(
+                    f"inputs by name must be exactly {self.input_names}, got {sorted(x)}"
+                )
+            values = [x[name] for name in self.input_names]
+        elif isinstance(x, (list, tuple)) and len(self._inputs) > 1:
+            values = list(x)
+        else:
+            values = [x]
+        if len(values) != len(self._inputs):
+            raise ValueError(f"the model has {len(self._inputs)} inputs, got {len(values)}")
+        resized = False
+        prepared = []
+        for d, v in zip(self._inputs, values, strict=True):
+            arr = self._prepare(d, v)
+            if self._shapes[d["index"]] != arr.shape:
+                self._it.resize_tensor_input(d["index"], arr.shape)
+                self._shapes[d["index"]] = arr.shape
+                resized = True
+            prepared.append((d["index"], arr))
+        if resized:
+            self._it.allocate_tensors()
+        for index, arr in prepared:
+            self._it.set_tensor(index, arr)
+
+    def _prepare(self, detail: dict[str, Any], value: Any) -> np.ndarray:
+        dtype = np.dtype(detail["dtype"])
+        expected = tuple(int(s) for s in detail["shape"][1:])
+        name = self._names[detail["index"]]
+        if dtype.kind in "iu" and np.asarray(value).dtype == dtype:
+            arr = np.asarray(value)  # already quantized codes
+        else:
+            arr = as_float_array(value, f"input {name!r}").astype(np.float32)
+            qp = _qparams(detail)
+            if qp is not None:
+                arr = quantize(arr, qp)  # saturating, as the QUANTIZE op
+            elif dtype.kind != "f":
+                raise ValueError(f"input {name!r} is {dtype} without quantization")
+        if tuple(arr.shape[1:]) != expected:
+            raise ValueError(
+                f"input {name!r} expects samples of shape {expected}, got a batch "
+                f"of shape {arr.shape}; pass an array (batch, {', '.join(map(str, expected))})"
+            )
+        return np.ascontiguousarray(arr)
+
+    def quantized(self, x: Any) -> Any:
+        """Run a batch; return the raw outputs (integer codes for a quantized output)."""
+        self._feed(x)
+        self._it.invoke()
+        outs = Outputs(
+            (self._names[d["index"]], self._it.get_tensor(d["index"]).copy()) for d in self._outputs
+        )
+        return outs if len(outs) > 1 else outs[0]
+
+    def __call__(self, x: Any) -> Any:
+        """Run a batch; return float outputs (dequantized where the model's are integers)."""
+        raw = self.quantized(x)
+        many = isinstance(raw, Outputs)
+        outs = Outputs()
+        for d, arr in zip(self._outputs, raw.values() if many else [raw], strict=True):
+            qp = _qparams(d)
+            name = self._names[d["index"]]
+            outs[name] = dequantize(arr, qp) if qp is not None else arr.astype(np.float32)
+        return outs if many else outs[0]
