@@ -32,6 +32,7 @@ _EXPORTS = {
     "QuantWarning": ".assertions",
     "assert_quantizer_conforms": ".conformance",
     "QuantSettings": "._settings",
+    "assert_tflite_spec": ".tflite.spec",
 }
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "assert_quant_close",
     "assert_quantizer_conforms",
     "assert_sqnr",
+    "assert_tflite_spec",
     "assert_within_lsb",
     "choose_qparams",
     "compare",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from .metrics import ErrorStats, compare
     from .qparams import QuantParams, choose_qparams, qparams_for
     from .rounding import round_half_away_from_zero
+    from .tflite.spec import assert_tflite_spec
 
 
 def __getattr__(name: str) -> Any:

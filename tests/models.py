@@ -15,10 +15,11 @@ def mlp(n_in: int = 64, n_out: int = 10):
     import keras
 
     _seed()
+    bias = keras.initializers.RandomNormal(stddev=0.1)  # zero biases would be dropped
     inp = keras.Input((n_in,), name="pixels")
-    x = keras.layers.Dense(32, activation="relu")(inp)
-    x = keras.layers.Dense(16, activation="relu")(x)
-    out = keras.layers.Dense(n_out, name="logits")(x)
+    x = keras.layers.Dense(32, activation="relu", bias_initializer=bias)(inp)
+    x = keras.layers.Dense(16, activation="relu", bias_initializer=bias)(x)
+    out = keras.layers.Dense(n_out, name="logits", bias_initializer=bias)(x)
     return keras.Model(inp, out, name="mlp")
 
 

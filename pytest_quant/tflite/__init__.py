@@ -14,13 +14,26 @@ _EXPORTS = {
     "convert": ".converter",
     "TFLiteRunner": ".runner",
     "Outputs": ".runner",
+    "assert_tflite_spec": ".spec",
+    "lint_tflite": ".spec",
+    "Violation": ".spec",
 }
 
-__all__ = ["MODES", "ConversionError", "Outputs", "TFLiteRunner", "convert"]
+__all__ = [
+    "MODES",
+    "ConversionError",
+    "Outputs",
+    "TFLiteRunner",
+    "Violation",
+    "assert_tflite_spec",
+    "convert",
+    "lint_tflite",
+]
 
 if TYPE_CHECKING:
     from .converter import MODES, ConversionError, convert
     from .runner import Outputs, TFLiteRunner
+    from .spec import Violation, assert_tflite_spec, lint_tflite
 
 
 def __getattr__(name: str) -> Any:
