@@ -68,3 +68,63 @@ def run_model(content: bytes, x: np.ndarray, *, reference_kernels: bool) -> np.n
     it.set_tensor(it.get_input_details()[0]["index"], x)
     it.invoke()
     return it.get_tensor(it.get_output_details()[0]["index"]).copy()
+
+
+def fully_connected_model(weights, bias, *, batch, in_qp, w_qp, b_qp, out_qp, activation="NONE"):
+    """A one-op int8 FULLY_CONNECTED model: input (batch, in) -> output (batch, out)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    out_dim, in_dim = weights.shape
+
+    def quant(qp):
+        q = s.QuantizationParametersT()
+        q.scale = [float(v) for v in np.atleast_1d(qp.scale)]
+        q.zeroPoint = [int(v) for v in np.atleast_1d(qp.zero_point)]
+        q.quantizedDimension = qp.axis or 0
+        return q
+
+    def tensor(name, shape, ttype, qp, buffer):
+        t = s.TensorT()
+        t.name, t.shape, t.type, t.buffer = name.encode(), list(shape), ttype, buffer
+        t.quantization = quant(qp)
+        return t
+
+    def buffer(data=None):
+        b = s.BufferT()
+        if data is not None:
+            b.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+        return b
+
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.FULLY_CONNECTED
+    code.version = 1
+    graph = s.SubGraphT()
+    graph.tensors = [
+        tensor("x", (batch, in_dim), s.TensorType.INT8, in_qp, 1),
+        tensor("w", (out_dim, in_dim), s.TensorType.INT8, w_qp, 2),
+        tensor("b", (out_dim,), s.TensorType.INT32, b_qp, 3),
+        tensor("y", (batch, out_dim), s.TensorType.INT8, out_qp, 4),
+    ]
+    graph.inputs, graph.outputs = [0], [3]
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, 2 if bias is not None else -1], [3]
+    options = s.FullyConnectedOptionsT()
+    options.fusedActivationFunction = getattr(s.ActivationFunctionType, activation)
+    op.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
+    op.builtinOptions = options
+    graph.operators = [op]
+    model = s.ModelT()
+    model.version = 3
+    model.operatorCodes = [code]
+    model.buffers = [
+        buffer(),
+        buffer(),
+        buffer(weights.astype(np.int8)),
+        buffer(None if bias is None else bias.astype(np.int32)),
+        buffer(),
+    ]
+    model.subgraphs = [graph]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
