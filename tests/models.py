@@ -52,3 +52,46 @@ def two_in_two_out():
 
 def data(shape, n=256, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, *shape)).astype(np.float32)
+
+
+def qat_mlp():
+    """A small MLP trained with fake-quant nodes (TF's FakeQuantWithMinMaxVars) on inputs,
+    weights (symmetric, narrow range, per tensor) and activations: manual QAT."""
+    import keras
+    import tensorflow as tf
+
+    class FakeQuant(keras.layers.Layer):
+        def __init__(self, lo, hi, **kw):
+            super().__init__(**kw)
+            self.lo, self.hi = lo, hi
+
+        def call(self, x):
+            return tf.quantization.fake_quant_with_min_max_vars(x, self.lo, self.hi)
+
+    class QDense(keras.layers.Layer):
+        def __init__(self, units, lo, hi, relu=False, **kw):
+            super().__init__(**kw)
+            self.units, self.lo, self.hi, self.relu = units, lo, hi, relu
+
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1], self.units), initializer="glorot_uniform")
+            self.b = self.add_weight(shape=(self.units,), initializer="zeros")
+
+        def call(self, x):
+            m = tf.reduce_max(tf.abs(self.w))
+            wq = tf.quantization.fake_quant_with_min_max_vars(self.w, -m, m, narrow_range=True)
+            y = tf.matmul(x, wq) + self.b
+            y = tf.nn.relu(y) if self.relu else y
+            return tf.quantization.fake_quant_with_min_max_vars(y, self.lo, self.hi)
+
+    _seed()
+    inp = keras.Input((16,), name="features")
+    x = FakeQuant(-4.0, 4.0)(inp)
+    x = QDense(32, 0.0, 6.0, relu=True)(x)
+    out = QDense(4, -8.0, 8.0)(x)
+    model = keras.Model(inp, out, name="qat_mlp")
+    x_train = data((16,), n=2000)
+    y_train = x_train[:, :4] @ np.random.default_rng(1).normal(size=(4, 4)).astype(np.float32)
+    model.compile("adam", "mse")
+    model.fit(x_train, y_train, epochs=3, verbose=0)
+    return model

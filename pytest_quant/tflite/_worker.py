@@ -15,7 +15,15 @@ import numpy as np
 def main(saved_model: str, rep_path: str, mode: str, out: str) -> None:
     import tensorflow as tf
 
-    conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    if rep_path == "-" and mode == "int8":
+        # A QAT model: its ranges come from the fake-quant nodes. Only the concrete-function
+        # path lets the converter find them (from_saved_model demands calibration data).
+        loaded = tf.saved_model.load(saved_model)
+        conv = tf.lite.TFLiteConverter.from_concrete_functions(
+            [loaded.signatures["serving_default"]], loaded
+        )
+    else:
+        conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if rep_path != "-":
         with np.load(rep_path, allow_pickle=False) as npz:
@@ -32,7 +40,8 @@ def main(saved_model: str, rep_path: str, mode: str, out: str) -> None:
 
         conv.representative_dataset = dataset
     if mode == "int8":
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if rep_path != "-":  # (QAT: this setting would demand calibration data again)
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
     elif mode == "float16":

@@ -232,7 +232,14 @@ def _convert_in_child(source: Any, rep: Any, mode: str, version: str, timeout: f
                 f"to {mode} within {timeout:g} s"
             ) from None
         if done.returncode != 0:
-            raise ConversionError(_failure(done, source, mode, version))
+            message = _failure(done, source, mode, version)
+            if rep is None and mode in ("int8", "int16x8"):
+                message += (
+                    f"\n  {mode} without representative_data works only for a model trained "
+                    "with fake-quant nodes (QAT); otherwise pass representative_data "
+                    "(a few hundred real inputs)"
+                )
+            raise ConversionError(message)
         return check_tflite(out.read_bytes(), "the converter's output")
 
 
