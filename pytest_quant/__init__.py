@@ -33,6 +33,7 @@ _EXPORTS = {
     "assert_quantizer_conforms": ".conformance",
     "QuantSettings": "._settings",
     "assert_tflite_spec": ".tflite.spec",
+    "assert_tflite_close": ".tflite.checks",
 }
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "assert_quant_close",
     "assert_quantizer_conforms",
     "assert_sqnr",
+    "assert_tflite_close",
     "assert_tflite_spec",
     "assert_within_lsb",
     "choose_qparams",
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
     from .metrics import ErrorStats, compare
     from .qparams import QuantParams, choose_qparams, qparams_for
     from .rounding import round_half_away_from_zero
+    from .tflite.checks import assert_tflite_close
     from .tflite.spec import assert_tflite_spec
 
 

@@ -295,6 +295,9 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
         from .tflite import TFLiteRunner, convert
 
         content = convert(source, representative_data, mode=mode, cache_dir=cache_dir)
-        return TFLiteRunner(content, kernels=kernels, num_threads=num_threads)
+        runner = TFLiteRunner(content, kernels=kernels, num_threads=num_threads)
+        if mode == "int8" and not isinstance(source, (bytes, bytearray, memoryview)):
+            runner.origin = (source, representative_data)
+        return runner
 
     return factory

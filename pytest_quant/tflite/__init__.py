@@ -17,21 +17,28 @@ _EXPORTS = {
     "assert_tflite_spec": ".spec",
     "lint_tflite": ".spec",
     "Violation": ".spec",
+    "assert_tflite_close": ".checks",
+    "layer_errors": ".converter",
+    "LayerError": ".converter",
 }
 
 __all__ = [
     "MODES",
     "ConversionError",
+    "LayerError",
     "Outputs",
     "TFLiteRunner",
     "Violation",
+    "assert_tflite_close",
     "assert_tflite_spec",
     "convert",
+    "layer_errors",
     "lint_tflite",
 ]
 
 if TYPE_CHECKING:
-    from .converter import MODES, ConversionError, convert
+    from .checks import assert_tflite_close
+    from .converter import MODES, ConversionError, LayerError, convert, layer_errors
     from .runner import Outputs, TFLiteRunner
     from .spec import Violation, assert_tflite_spec, lint_tflite
 

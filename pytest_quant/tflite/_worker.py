@@ -1,18 +1,37 @@
-"""Child process of :func:`pytest_quant.tflite.convert`: one conversion, then exit.
+"""Child process of the TFLite layer: one conversion or one debugger run, then exit.
 
-python -m pytest_quant.tflite._worker SAVED_MODEL_DIR REP.npz|- MODE OUT.tflite
+python -m pytest_quant.tflite._worker convert SAVED_MODEL REP.npz|- MODE OUT.tflite
+python -m pytest_quant.tflite._worker blame SAVED_MODEL REP.npz DEBUG.npz OUT.json
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def main(saved_model: str, rep_path: str, mode: str, out: str) -> None:
+def _dataset(path: str) -> Any:
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    by_name = json.loads((Path(path).with_suffix(".json")).read_text())["by_name"]
+    n = next(iter(arrays.values())).shape[0]
+
+    def dataset() -> Any:  # one sample at a time, as the converter expects
+        for i in range(n):
+            if by_name:
+                yield {k: v[i : i + 1] for k, v in arrays.items()}
+            else:
+                yield [arrays[f"input_{j}"][i : i + 1] for j in range(len(arrays))]
+
+    return dataset
+
+
+def convert(saved_model: str, rep_path: str, mode: str, out: str) -> None:
     import tensorflow as tf
 
     if rep_path == "-" and mode == "int8":
@@ -26,19 +45,7 @@ def main(saved_model: str, rep_path: str, mode: str, out: str) -> None:
         conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if rep_path != "-":
-        with np.load(rep_path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        by_name = json.loads((Path(rep_path).parent / "rep.json").read_text())["by_name"]
-        n = next(iter(arrays.values())).shape[0]
-
-        def dataset():  # one sample at a time, as the converter expects
-            for i in range(n):
-                if by_name:
-                    yield {k: v[i : i + 1] for k, v in arrays.items()}
-                else:
-                    yield [arrays[f"input_{j}"][i : i + 1] for j in range(len(arrays))]
-
-        conv.representative_dataset = dataset
+        conv.representative_dataset = _dataset(rep_path)
     if mode == "int8":
         if rep_path != "-":  # (QAT: this setting would demand calibration data again)
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -53,5 +60,30 @@ def main(saved_model: str, rep_path: str, mode: str, out: str) -> None:
     Path(out).write_bytes(conv.convert())
 
 
+def blame(saved_model: str, rep_path: str, debug_path: str, out: str) -> None:
+    """Per-layer error of the int8 model with TF's QuantizationDebugger: each quantized
+    layer's output against the float op run on the same (dequantized) inputs."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = _dataset(rep_path)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=conv, debug_dataset=_dataset(debug_path)
+    )
+    debugger.run()
+    interp = debugger._quant_interpreter  # the debug model: NumericVerify(q, float) per layer
+    rows = []
+    for detail in debugger._get_numeric_verify_tensor_details():
+        name = detail["name"]
+        stats = {k: float(v) for k, v in debugger.layer_statistics[name].items()}
+        op = interp._get_op_details(debugger._defining_op[detail["index"]])
+        quant = interp._get_tensor_details(op["inputs"][0], 0)["quantization_parameters"]
+        scale = float(quant["scales"][0]) if len(quant["scales"]) else math.nan
+        layer = name.removeprefix("NumericVerify/").rsplit(":", 1)[0]
+        rows.append({"layer": layer, "scale": scale, **stats})
+    Path(out).write_text(json.dumps(rows))
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    {"convert": convert, "blame": blame}[sys.argv[1]](*sys.argv[2:6])

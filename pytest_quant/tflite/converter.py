@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -209,50 +211,136 @@ def _export(model: Any, where: Path) -> None:
         require("tensorflow").saved_model.save(model, str(where))
 
 
+def _save_dataset(data: Any, path: Path) -> str:
+    """Arrays for the child, as .npz (loaded with allow_pickle=False) plus a .json sidecar."""
+    arrays = data if isinstance(data, dict) else {f"input_{i}": a for i, a in enumerate(data)}
+    np.savez(path, **arrays)
+    path.with_suffix(".json").write_text(json.dumps({"by_name": isinstance(data, dict)}))
+    return str(path)
+
+
+def _run_child(args: list[str], action: str, version: str, timeout: float) -> None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, "-m", WORKER, *args]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise ConversionError(
+            f"TensorFlow {version} converter did not finish {action} within {timeout:g} s"
+        ) from None
+    if done.returncode != 0:
+        raise ConversionError(_failure(done, action, version))
+
+
+def _saved(source: Any, work: Path) -> Path:
+    if isinstance(source, Path):
+        return source
+    _export(source, work / "saved_model")
+    return work / "saved_model"
+
+
 def _convert_in_child(source: Any, rep: Any, mode: str, version: str, timeout: float) -> bytes:
     with tempfile.TemporaryDirectory(prefix="pytest-quant-convert-") as tmp:
         work = Path(tmp)
-        saved = source if isinstance(source, Path) else work / "saved_model"
-        if not isinstance(source, Path):
-            _export(source, saved)
-        rep_path = "-"
-        if rep is not None:
-            rep_path = str(work / "rep.npz")
-            arrays = rep if isinstance(rep, dict) else {f"input_{i}": a for i, a in enumerate(rep)}
-            np.savez(rep_path, **arrays)
-            (work / "rep.json").write_text(json.dumps({"by_name": isinstance(rep, dict)}))
+        saved = _saved(source, work)
+        rep_path = "-" if rep is None else _save_dataset(rep, work / "rep.npz")
         out = work / "model.tflite"
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        cmd = [sys.executable, "-m", WORKER, str(saved), rep_path, mode, str(out)]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            raise ConversionError(
-                f"TensorFlow {version} converter did not finish converting {_describe(source)} "
-                f"to {mode} within {timeout:g} s"
-            ) from None
-        if done.returncode != 0:
-            message = _failure(done, source, mode, version)
+            action = f"converting {_describe(source)} to {mode}"
+            _run_child(["convert", str(saved), rep_path, mode, str(out)], action, version, timeout)
+        except ConversionError as exc:
             if rep is None and mode in ("int8", "int16x8"):
-                message += (
-                    f"\n  {mode} without representative_data works only for a model trained "
-                    "with fake-quant nodes (QAT); otherwise pass representative_data "
+                raise ConversionError(
+                    f"{exc}\n  {mode} without representative_data works only for a model "
+                    "trained with fake-quant nodes (QAT); otherwise pass representative_data "
                     "(a few hundred real inputs)"
-                )
-            raise ConversionError(message)
+                ) from None
+            raise
         return check_tflite(out.read_bytes(), "the converter's output")
 
 
-def _failure(done: subprocess.CompletedProcess[str], source: Any, mode: str, version: str) -> str:
+def _failure(done: subprocess.CompletedProcess[str], action: str, version: str) -> str:
     lines = [ln for ln in done.stderr.splitlines() if ln.strip() and not _LOG.match(ln)]
     interesting = [ln for ln in lines if _ERROR.search(ln)]
     tail = "\n".join("    " + ln for ln in (interesting[-3:] or lines[-5:]))
     if done.returncode < 0:
         sig = signal.Signals(-done.returncode).name
-        what = f"crashed (the converter process was killed by {sig})"
+        how = f"crashed (the converter process was killed by {sig})"
     else:
-        what = f"failed (exit status {done.returncode})"
+        how = f"failed (exit status {done.returncode})"
     return (
-        f"TensorFlow {version} converter {what} converting {_describe(source)} to {mode}; "
+        f"TensorFlow {version} converter {how} {action}; "
         f"the test session goes on. Converter output:\n{tail}"
     )
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """One quantized layer's own error: its output against the float op on its inputs."""
+
+    layer: str
+    scale: float
+    rmse: float
+    rmse_per_scale: float
+    max_abs_error: float
+    mean_error: float
+
+
+def layer_errors(
+    source: Any, representative_data: Any, debug_data: Any, *, timeout: float = 600.0
+) -> list[LayerError]:
+    """Per-layer quantization error of ``source`` converted to int8, worst first.
+
+    Runs TF's ``QuantizationDebugger`` (in a child process): each layer's quantized
+    output is compared with the float op applied to the same dequantized inputs, so a
+    layer is charged only for the error it adds. ``rmse_per_scale`` is the RMSE in steps
+    of the layer's output scale: about 0.29 (1/sqrt(12)) for a well-quantized layer.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        source = Path(source)
+    rep = _representative(representative_data)
+    dbg = _representative(debug_data)
+    if rep is None or dbg is None:
+        raise ValueError("layer_errors needs representative_data and debug_data")
+    version = tf_version()
+    with tempfile.TemporaryDirectory(prefix="pytest-quant-blame-") as tmp:
+        work = Path(tmp)
+        saved = _saved(source, work)
+        out = work / "layers.json"
+        args = [
+            "blame",
+            str(saved),
+            _save_dataset(rep, work / "rep.npz"),
+            _save_dataset(dbg, work / "debug.npz"),
+            str(out),
+        ]
+        _run_child(args, f"debugging {_describe(source)}", version, timeout)
+        rows = json.loads(out.read_text())
+    errors = [
+        LayerError(
+            r["layer"],
+            r["scale"],
+            math.sqrt(r["mean_squared_error"]),
+            math.sqrt(r["mean_squared_error"]) / r["scale"] if r["scale"] > 0 else math.nan,
+            r["max_abs_error"],
+            r["mean_error"],
+        )
+        for r in rows
+    ]
+    return sorted(
+        errors, key=lambda e: -(e.rmse_per_scale if math.isfinite(e.rmse_per_scale) else 0)
+    )
+
+
+def blame_table(errors: list[LayerError], *, top: int | None = None) -> list[str]:
+    """Lines of a table of :func:`layer_errors`, worst first (``top`` rows if given)."""
+    rows = errors[:top] if top else errors
+    lines = [f"  {'rmse/scale':>10}  {'rmse':>10}  {'max |err|':>10}  {'scale':>10}  layer"]
+    for e in rows:
+        lines.append(
+            f"  {e.rmse_per_scale:10.3f}  {e.rmse:10.4g}  {e.max_abs_error:10.4g}  "
+            f"{e.scale:10.4g}  {e.layer}"
+        )
+    if top and len(errors) > top:
+        lines.append(f"  ... {len(errors) - top} more layers")
+    return lines

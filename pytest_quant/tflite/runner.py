@@ -86,6 +86,7 @@ class TFLiteRunner:
         self._outputs = self._it.get_output_details()
         self._shapes = {d["index"]: tuple(int(s) for s in d["shape"]) for d in self._inputs}
         self._names = self._signature_names()
+        self.origin: tuple[Any, Any] | None = None  # (float source, calibration data)
 
     def _signature_names(self) -> dict[int, str]:
         """Tensor index -> the name users gave (the signature's keys), when there is one
@@ -190,3 +191,16 @@ class TFLiteRunner:
             name = self._names[d["index"]]
             outs[name] = dequantize(arr, qp) if qp is not None else arr.astype(np.float32)
         return outs if many else outs[0]
+
+    def layer_errors(self, x: Any) -> list[Any]:
+        """Per-layer error table on inputs ``x`` (worst first); needs the float source the
+        runner was converted from (``quant_tflite`` records it). See
+        :func:`pytest_quant.tflite.converter.layer_errors`."""
+        if self.origin is None or self.origin[1] is None:
+            raise ValueError(
+                "per-layer blame needs the float model and its calibration data: "
+                "create the runner with quant_tflite(model, representative_data)"
+            )
+        from .converter import layer_errors
+
+        return layer_errors(self.origin[0], self.origin[1], x)
