@@ -5,8 +5,9 @@ importing this package imports neither TensorFlow nor LiteRT.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "ConversionError": ".converter",
@@ -43,10 +44,4 @@ if TYPE_CHECKING:
     from .spec import Violation, assert_tflite_spec, lint_tflite
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pytest_quant.tflite' has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
