@@ -268,8 +268,9 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """Convert a model to TFLite (cached) and return a runner for it.
 
     ``quant_tflite(source, representative_data=None, *, mode="int8", kernels="xnnpack",
-    num_threads=1)``: ``source`` is a Keras model, a SavedModel directory, a ``.tflite``
-    path or bytes; ``mode`` is ``"int8"``, ``"dynamic"``, ``"float16"`` or ``"int16x8"``.
+    num_threads=1, via="saved_model")``: ``source`` is a Keras model, a SavedModel
+    directory, a ``.tflite`` path or bytes; ``mode`` is ``"int8"``, ``"dynamic"``,
+    ``"float16"`` or ``"int16x8"``; ``via="keras"`` converts with ``from_keras_model``.
     Session-scoped, so module- and session-scoped fixtures can convert once and share.
     A converter crash fails the test that asked, naming the TF version; the run goes on.
 
@@ -291,10 +292,11 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
         mode: str = "int8",
         kernels: str = "xnnpack",
         num_threads: int = 1,
+        via: str = "saved_model",
     ) -> Any:
         from .tflite import TFLiteRunner, convert
 
-        content = convert(source, representative_data, mode=mode, cache_dir=cache_dir)
+        content = convert(source, representative_data, mode=mode, cache_dir=cache_dir, via=via)
         runner = TFLiteRunner(content, kernels=kernels, num_threads=num_threads)
         if mode == "int8" and not isinstance(source, (bytes, bytearray, memoryview)):
             runner.origin = (source, representative_data)

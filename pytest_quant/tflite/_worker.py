@@ -34,7 +34,11 @@ def _dataset(path: str) -> Any:
 def convert(saved_model: str, rep_path: str, mode: str, out: str) -> None:
     import tensorflow as tf
 
-    if rep_path == "-" and mode == "int8":
+    if saved_model.endswith(".keras"):  # via="keras": what most Keras code calls
+        import keras
+
+        conv = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(saved_model))
+    elif rep_path == "-" and mode == "int8":
         # A QAT model: its ranges come from the fake-quant nodes. Only the concrete-function
         # path lets the converter find them (from_saved_model demands calibration data).
         loaded = tf.saved_model.load(saved_model)

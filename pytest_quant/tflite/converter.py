@@ -106,10 +106,10 @@ def _dir_fingerprint(path: Path, h: Any) -> None:
         h.update(f.read_bytes())
 
 
-def cache_key(source: Any, rep: Any, mode: str, version: str) -> str:
+def cache_key(source: Any, rep: Any, mode: str, version: str, via: str = "saved_model") -> str:
     """sha256 of everything that determines the converter's output."""
     h = hashlib.sha256(_KEY_VERSION)
-    h.update(f"|{mode}|{version}|".encode())
+    h.update(f"|{mode}|{version}|{via}|".encode())
     if isinstance(source, Path):
         _dir_fingerprint(source, h)
     else:
@@ -128,6 +128,7 @@ def convert(
     mode: str = "int8",
     cache_dir: str | os.PathLike[str] | None = None,
     timeout: float = 600.0,
+    via: str = "saved_model",
 ) -> bytes:
     """Return the TFLite flatbuffer of ``source`` converted in ``mode``.
 
@@ -139,6 +140,11 @@ def convert(
     :param mode: ``"int8"`` (full integer, int8 input and output), ``"dynamic"``
         (int8 weights, float activations), ``"float16"`` or ``"int16x8"``.
     :param cache_dir: where converted models are kept (``None``: no cache).
+    :param via: how a Keras model reaches the converter: ``"saved_model"`` (exported with
+        ``model.export``, then ``from_saved_model``; custom layers work) or ``"keras"``
+        (``TFLiteConverter.from_keras_model``, what most Keras code calls; the model must
+        load with ``keras.models.load_model``). Measured: TF 2.16.2 with Keras 3 aborts on
+        a Conv2D model to int8 via ``"keras"`` and converts it via ``"saved_model"``.
     :raises ConversionError: the converter failed or crashed (its message and the TF
         version are in the error).
 
@@ -148,6 +154,8 @@ def convert(
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
+    if via not in ("saved_model", "keras"):
+        raise ValueError(f"via={via!r}: use 'saved_model' or 'keras'")
     if isinstance(source, (bytes, bytearray, memoryview)):
         return check_tflite(bytes(source), "the model bytes")
     if isinstance(source, (str, os.PathLike)):
@@ -168,10 +176,10 @@ def convert(
     rep = _representative(representative_data)
     version = tf_version()
     if cache_dir is None:
-        return _convert_in_child(source, rep, mode, version, timeout)
+        return _convert_in_child(source, rep, mode, version, timeout, via)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    key = cache_key(source, rep, mode, version)
+    key = cache_key(source, rep, mode, version, via)
     target = cache / f"{key}.tflite"
     if target.is_file():
         return check_tflite(target.read_bytes(), str(target))
@@ -179,7 +187,7 @@ def convert(
     with filelock.FileLock(str(cache / f"{key}.lock"), timeout=timeout):
         if target.is_file():  # another worker converted it while we waited
             return check_tflite(target.read_bytes(), str(target))
-        content = _convert_in_child(source, rep, mode, version, timeout)
+        content = _convert_in_child(source, rep, mode, version, timeout, via)
         _atomic_write(target, content)
         meta = {"mode": mode, "tensorflow": version, "created": time.time(), "bytes": len(content)}
         _atomic_write(cache / f"{key}.json", json.dumps(meta).encode())
@@ -232,17 +240,22 @@ def _run_child(args: list[str], action: str, version: str, timeout: float) -> No
         raise ConversionError(_failure(done, action, version))
 
 
-def _saved(source: Any, work: Path) -> Path:
+def _saved(source: Any, work: Path, via: str = "saved_model") -> Path:
     if isinstance(source, Path):
         return source
+    if via == "keras":
+        source.save(work / "model.keras")
+        return work / "model.keras"
     _export(source, work / "saved_model")
     return work / "saved_model"
 
 
-def _convert_in_child(source: Any, rep: Any, mode: str, version: str, timeout: float) -> bytes:
+def _convert_in_child(
+    source: Any, rep: Any, mode: str, version: str, timeout: float, via: str = "saved_model"
+) -> bytes:
     with tempfile.TemporaryDirectory(prefix="pytest-quant-convert-") as tmp:
         work = Path(tmp)
-        saved = _saved(source, work)
+        saved = _saved(source, work, via)
         rep_path = "-" if rep is None else _save_dataset(rep, work / "rep.npz")
         out = work / "model.tflite"
         try:
