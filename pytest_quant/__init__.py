@@ -35,10 +35,12 @@ _EXPORTS = {
     "QuantSettings": "._settings",
     "assert_tflite_spec": ".tflite.spec",
     "assert_tflite_close": ".tflite.checks",
+    "QuantGolden": ".golden_check",
 }
 
 __all__ = [
     "ErrorStats",
+    "QuantGolden",
     "QuantParams",
     "QuantSettings",
     "QuantWarning",
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
         assert_within_lsb,
     )
     from .conformance import assert_quantizer_conforms
+    from .golden_check import QuantGolden
     from .fakequant import fake_quant, fake_quant_per_channel, nudge
     from .metrics import ErrorStats, compare
     from .qparams import QuantParams, choose_qparams, qparams_for

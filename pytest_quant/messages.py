@@ -147,3 +147,33 @@ def accuracy_failure(
             bound_line(origin, source),
         ]
     )
+
+
+def golden_failure(
+    *,
+    name: str,
+    path: str,
+    key: str,
+    headline: str,
+    worst: list[tuple[tuple[int, ...], Any, Any]],
+    hist: dict[int, int] | None,
+    golden_fp: str,
+    current_fp: str,
+    written: str,
+    origin: str,
+    source: str,
+) -> str:
+    """Message of ``quant_golden.check`` on a mismatch."""
+    lines = [f"golden {name!r} ({path}), output {key!r}: {headline}"]
+    if worst:
+        lines.append("  worst elements (index: now vs golden):")
+        lines += [f"    {idx}: {now} vs {gold}" for idx, now, gold in worst]
+    if hist is not None:
+        lines.append(histogram_line(hist, label="now - golden in LSB"))
+    lines += [
+        f"  golden written {written} with: {golden_fp}",
+        f"  this run:                     {current_fp}",
+        bound_line(origin, source),
+        "  if the change is intended: pytest --quant-golden-update rewrites it",
+    ]
+    return "\n".join(lines)

@@ -10,6 +10,7 @@ import json
 import shutil
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,10 +30,13 @@ class _RunState:
     max_lsb_from: str
     report_path: str | None
     cache_dir: str
+    golden_dir: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
+    goldens: dict[str, bool] = field(default_factory=dict)  # path -> written this run
 
 
 _STATE = pytest.StashKey[_RunState]()
+_GOLDEN_PROPERTY = "quant_golden"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,7 +77,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="delete the TFLite conversion cache before the run",
     )
+    group.addoption(
+        "--quant-golden-dir",
+        default=None,
+        metavar="PATH",
+        help="where golden outputs live (default: golden/<test module> next to each test "
+        "module; ini quant_golden_dir)",
+    )
+    group.addoption(
+        "--quant-golden-update",
+        action="store_true",
+        default=False,
+        help="write missing or mismatching goldens from this run's outputs",
+    )
+    group.addoption(
+        "--quant-golden-prune",
+        action="store_true",
+        default=False,
+        help="delete goldens no test checked in this full run (listed at the end)",
+    )
     parser.addini("quant_tolerance", "default --quant-tolerance", default=None)
+    parser.addini("quant_golden_dir", "default --quant-golden-dir", default=None)
     parser.addini("quant_cache_dir", "default --quant-cache-dir", default=None)
     parser.addini("quant_max_lsb", "default --quant-max-lsb", default=None)
     parser.addini("quant_report", "default --quant-report path", default=None)
@@ -117,7 +141,10 @@ def pytest_configure(config: pytest.Config) -> None:
         or config.getini("quant_cache_dir")
         or config.rootpath / ".pytest_cache" / "d" / "pytest-quant-tflite"
     )
-    state = _RunState(tolerance, tolerance_from, max_lsb, max_lsb_from, path, cache_dir)
+    golden_dir = config.getoption("quant_golden_dir") or config.getini("quant_golden_dir") or None
+    if golden_dir:
+        golden_dir = str(config.rootpath / golden_dir)
+    state = _RunState(tolerance, tolerance_from, max_lsb, max_lsb_from, path, cache_dir, golden_dir)
     config.stash[_STATE] = state
     if not hasattr(config, "workerinput"):
         if config.getoption("quant_cache_clear"):
@@ -200,6 +227,10 @@ class _Controller:
         # Every phase's report carries all user_properties so far: take the last one.
         if report.when == "teardown":
             self.state.records.extend(_report.from_user_properties(report.user_properties))
+            for key, value in report.user_properties:
+                if key == _GOLDEN_PROPERTY:
+                    path, written = json.loads(str(value))
+                    self.state.goldens[path] = self.state.goldens.get(path, False) or written
 
     def pytest_sessionfinish(self) -> None:
         state = self.state
@@ -216,7 +247,40 @@ class _Controller:
                 },
             )
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def _unused_goldens(self, config: pytest.Config) -> list[Path]:
+        """Goldens in the directories this run used that no test touched; only for a full
+        run (no -k, -m or node ids), where 'untouched' means 'unused'."""
+        opt = config.option
+        if (
+            getattr(opt, "keyword", "")
+            or getattr(opt, "markexpr", "")
+            or any("::" in str(a) for a in config.args)
+        ):
+            return []
+        dirs = {Path(p).parent for p in self.state.goldens}
+        if self.state.golden_dir:
+            dirs.add(Path(self.state.golden_dir))
+        touched = {Path(p) for p in self.state.goldens}
+        found = {p for d in dirs if d.is_dir() for p in d.glob("*.npz")}
+        return sorted(found - touched)
+
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        written = sorted(p for p, w in self.state.goldens.items() if w)
+        unused = self._unused_goldens(config)
+        if written or unused:
+            terminalreporter.section("quant goldens")
+            for w in written:
+                terminalreporter.write_line(f"written: {w}")
+            prune = config.getoption("quant_golden_prune")
+            for u in unused:
+                if prune:
+                    u.unlink(missing_ok=True)
+                    u.with_suffix(".json").unlink(missing_ok=True)
+                    terminalreporter.write_line(f"deleted (no test checked it): {u}")
+                else:
+                    terminalreporter.write_line(f"unused (no test checked it): {u}")
+            if unused and not prune:
+                terminalreporter.write_line("(pytest --quant-golden-prune deletes unused goldens)")
         if not self.state.records:
             return
         terminalreporter.section("quant checks")
@@ -303,3 +367,37 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
         return runner
 
     return factory
+
+
+@pytest.fixture
+def quant_golden(request: pytest.FixtureRequest) -> Any:
+    """Golden outputs: ``quant_golden.check(name, outputs, *, qparams=None, max_lsb=None,
+    tolerance=None, runner=None)``.
+
+    Integer outputs are compared in LSB (``--quant-max-lsb``), float outputs by RMS error
+    (``--quant-tolerance``). Files live in ``--quant-golden-dir`` (ini
+    ``quant_golden_dir``), by default ``golden/<test module>/`` next to the test module.
+    A missing golden fails and says how to create it; ``--quant-golden-update`` writes
+    missing or mismatching ones.
+
+    Example::
+
+        def test_outputs(quant_golden, int8_model, x_fixed):
+            quant_golden.check("mlp_int8", int8_model.quantized(x_fixed), runner=int8_model)
+    """
+    from .golden_check import QuantGolden
+
+    config = request.config
+    state = config.stash[_STATE]
+    test_file = Path(str(request.node.path))
+    directory = (
+        Path(state.golden_dir)
+        if state.golden_dir
+        else (test_file.parent / "golden" / test_file.stem)
+    )
+    node = request.node
+
+    def touch(path: Path, written: bool) -> None:
+        node.user_properties.append((_GOLDEN_PROPERTY, json.dumps([str(path), written])))
+
+    return QuantGolden(directory, update=config.getoption("quant_golden_update"), on_touch=touch)

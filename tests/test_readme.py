@@ -40,6 +40,8 @@ def test_readme_examples_pass(pytester, monkeypatch):
     pytester.makeconftest(CONFTEST if has_tf else "")
     for i, block in enumerate(blocks):
         pytester.makepyfile(**{f"test_readme_{i}": "import pytest\nimport numpy as np\n" + block})
+    # first run: the golden example writes its golden; second run: it is checked
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     expected = sum(len(re.findall(r"^def test_", b, re.M)) for b in blocks)
     result.assert_outcomes(passed=expected)
