@@ -74,8 +74,8 @@ if TYPE_CHECKING:
         assert_within_lsb,
     )
     from .conformance import assert_quantizer_conforms
-    from .golden_check import QuantGolden
     from .fakequant import fake_quant, fake_quant_per_channel, nudge
+    from .golden_check import QuantGolden
     from .metrics import ErrorStats, compare
     from .qparams import QuantParams, choose_qparams, qparams_for
     from .rounding import round_half_away_from_zero
