@@ -1,0 +1,212 @@
+"""pytest-quant's own golden set (golden/): stored models against their golden outputs,
+accuracy, re-conversion with the installed TensorFlow, and regressions caught on purpose."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras", reason="Keras/TensorFlow not installed: pytest-quant[tf]")
+pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed: pytest-quant[tf]")
+
+from pytest_quant import (  # noqa: E402
+    QuantGolden,
+    assert_accuracy_drop,
+    assert_tflite_spec,
+    dequantize,
+)
+from pytest_quant.golden import read  # noqa: E402
+from pytest_quant.tflite import TFLiteRunner, convert  # noqa: E402
+from pytest_quant.tflite.converter import tf_version  # noqa: E402
+from pytest_quant.tflite.flatbuffer import decode, read_model, write_model  # noqa: E402
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
+ENTRIES = sorted(MANIFEST["entries"])
+N_GOLDEN = 200
+
+
+@pytest.fixture(scope="module")
+def digits():
+    with np.load(GOLDEN / "digits.npz", allow_pickle=False) as d:
+        return {k: d[k] for k in d.files}
+
+
+def _x(digits, split, image):
+    x = digits[f"x_{split}"].astype(np.float32) / 16.0
+    return x.reshape(-1, 8, 8, 1) if image else x
+
+
+def _same_versions(fp):
+    return fp.get("tensorflow") == tf_version() and fp.get("ai_edge_litert") == metadata.version(
+        "ai-edge-litert"
+    )
+
+
+def _runner(entry):
+    return TFLiteRunner((GOLDEN / "models" / f"{entry}.tflite").read_bytes())
+
+
+_SOURCES: dict[str, object] = {}
+
+
+def _float_model(entry):
+    """The float source: a Keras model, or a callable for the QAT SavedModel."""
+    source = MANIFEST["entries"][entry]["source"]
+    if source not in _SOURCES:
+        path = GOLDEN / source
+        if path.suffix == ".keras":
+            _SOURCES[source] = keras.models.load_model(path)
+        else:
+            import tensorflow as tf
+
+            _SOURCES[source] = tf.saved_model.load(str(path))
+    return _SOURCES[source]
+
+
+def _predict(model, x):
+    if hasattr(model, "predict"):
+        return model.predict(x, verbose=0)
+    out = model.signatures["serving_default"](pixels=x)
+    return next(iter(out.values())).numpy()
+
+
+def _top1(outputs):
+    arr = outputs["digit"] if isinstance(outputs, dict) else outputs
+    return np.argmax(np.asarray(arr), axis=1)
+
+
+def _output_qparams(runner):
+    qps = runner.output_qparams
+    if isinstance(qps, tuple):
+        return dict(zip(runner.output_names, qps, strict=True))
+    return {"output": qps}
+
+
+def _golden_check(entry, outputs, runner, **kw):
+    QuantGolden(GOLDEN / "outputs", update=False).check(entry, outputs, runner=runner, **kw)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_stored_model_reproduces_its_golden_outputs(entry, digits):
+    """1. Exactly on the versions that wrote the golden; within the LSB budget elsewhere."""
+    meta = MANIFEST["entries"][entry]
+    runner = _runner(entry)
+    outputs = runner.quantized(_x(digits, "test", meta["image_input"])[:N_GOLDEN])
+    golden = read(GOLDEN / "outputs", entry)
+    exact = _same_versions(golden.fingerprint)
+    _golden_check(
+        entry, outputs, runner, max_lsb=0 if exact else None, tolerance=1e-6 if exact else None
+    )
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_quantized_accuracy_within_tolerance_of_float(entry, digits):
+    """2. Top-1 accuracy drop within --quant-tolerance."""
+    meta = MANIFEST["entries"][entry]
+    x = _x(digits, "test", meta["image_input"])
+    quant = _runner(entry)(x)
+    floats = _predict(_float_model(entry), x)
+    assert_accuracy_drop(_top1(quant), _top1(floats), digits["y_test"])
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_reconversion_stays_within_budget_and_lints(entry, digits, tflite_cache):
+    """3. Re-converting the float source with the installed TensorFlow."""
+    meta = MANIFEST["entries"][entry]
+    source = GOLDEN / meta["source"]
+    model = source if source.suffix != ".keras" else _float_model(entry)
+    rep = _x(digits, "train", meta["image_input"])[:200] if meta["calibration"] else None
+    runner = TFLiteRunner(convert(model, rep, mode=meta["mode"], cache_dir=tflite_cache))
+    x = _x(digits, "test", meta["image_input"])[:N_GOLDEN]
+    golden = read(GOLDEN / "outputs", entry)
+    now = runner.quantized(x)
+    now = dict(now) if isinstance(now, dict) else {"output": now}
+    for key, gold in golden.arrays.items():
+        qp = golden.qparams.get(key)
+        if qp is None:  # float outputs
+            np.testing.assert_allclose(now[key], gold, atol=0.02 * float(np.ptp(gold)))
+            continue
+        # in steps of the golden's scale, whatever scale the new conversion chose
+        new_qp = _output_qparams(runner)[key]
+        diff = (dequantize(now[key], new_qp).astype(np.float64) - dequantize(gold, qp)) / qp.scale
+        assert np.abs(diff).max() <= 1.0 + 1e-6, f"{entry}/{key}: {np.abs(diff).max():.3g} LSB"
+    if meta["mode"] in ("int8", "int16x8", "dynamic"):
+        assert_tflite_spec(runner)
+
+
+# --- 4. regressions the set must catch ----------------------------------------------
+
+
+def _edit(entry, fn):
+    model = read_model((GOLDEN / "models" / f"{entry}.tflite").read_bytes())
+    fn(model, decode(model))
+    return write_model(model)
+
+
+def test_one_weight_changed_by_one_step_is_caught(digits):
+    def bump(model, ops):
+        fc = [o for o in ops if o.name == "FULLY_CONNECTED"][-1]  # the logits layer
+        w = fc.inputs[1]
+        buf = model.buffers[model.subgraphs[0].tensors[w.index].buffer]
+        data = np.array(buf.data, np.uint8).view(np.int8)
+        i = int(np.argmax(np.abs(data)))
+        data[i] = data[i] - np.sign(data[i])  # one step towards zero: stays in range
+        buf.data = data.view(np.uint8)
+
+    runner = TFLiteRunner(_edit("mlp_int8", bump))
+    outputs = runner.quantized(_x(digits, "test", False)[:N_GOLDEN])
+    with pytest.raises(AssertionError) as info:
+        _golden_check("mlp_int8", outputs, runner, max_lsb=0)
+    msg = str(info.value)
+    assert "golden 'mlp_int8'" in msg and "differs by up to" in msg
+    assert "worst elements (index: now vs golden)" in msg and "model " in msg
+
+
+def test_per_channel_turned_off_is_caught(digits):
+    """Weights requantized per tensor (one scale for all channels), biases to match."""
+
+    def per_tensor(model, ops):
+        tensors = model.subgraphs[0].tensors
+        for op in ops:
+            if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D") or op.inputs[1].scale.size < 2:
+                continue
+            w, b, x = op.inputs[1], op.inputs[2], op.inputs[0]
+            real = w.data.astype(np.float64) * np.expand_dims(
+                w.scale, [d for d in range(w.data.ndim) if d != w.axis]
+            )
+            s = float(w.scale.max())
+            q = np.clip(np.round(real / s), -127, 127).astype(np.int8)
+            model.buffers[tensors[w.index].buffer].data = q.view(np.uint8).ravel()
+            wq = tensors[w.index].quantization
+            wq.scale, wq.zeroPoint, wq.quantizedDimension = [s], [0], 0
+            if b is not None:
+                b_real = b.data.astype(np.float64) * b.scale
+                bs = float(x.scale[0]) * s
+                model.buffers[tensors[b.index].buffer].data = (
+                    np.round(b_real / bs).astype(np.int32).view(np.uint8)
+                )
+                bq = tensors[b.index].quantization
+                bq.scale, bq.zeroPoint, bq.quantizedDimension = [bs], [0], 0
+
+    runner = TFLiteRunner(_edit("cnn_int8", per_tensor))
+    outputs = runner.quantized(_x(digits, "test", True)[:N_GOLDEN])
+    with pytest.raises(
+        AssertionError, match=r"golden 'cnn_int8' .* differs by up to \d+ LSB, bound 1"
+    ):
+        _golden_check("cnn_int8", outputs, runner)
+
+
+def test_poor_calibration_is_caught(digits, tflite_cache):
+    model = _float_model("mlp_int8")
+    rep = _x(digits, "train", False)[:200] * 0.02  # calibrated on inputs 50x too small
+    runner = TFLiteRunner(convert(model, rep, mode="int8", cache_dir=tflite_cache))
+    x = _x(digits, "test", False)
+    with pytest.raises(AssertionError, match=r"golden 'mlp_int8'.*differs by up to"):
+        _golden_check("mlp_int8", runner.quantized(x[:N_GOLDEN]), runner)
+    with pytest.raises(AssertionError, match="top-1 accuracy dropped by"):
+        assert_accuracy_drop(_top1(runner(x)), _top1(_predict(model, x)), digits["y_test"])
