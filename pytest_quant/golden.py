@@ -108,8 +108,9 @@ class Golden:
     written: str
 
 
-def paths(directory: Path, name: str) -> tuple[Path, Path]:
-    return directory / f"{name}.npz", directory / f"{name}.json"
+def paths(directory: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
+    """The ``.npz`` and sidecar ``.json`` of golden ``name`` in ``directory``."""
+    return Path(directory) / f"{name}.npz", Path(directory) / f"{name}.json"
 
 
 def _atomic(target: Path, write: Any) -> None:
@@ -125,7 +126,7 @@ def _atomic(target: Path, write: Any) -> None:
 
 
 def write(
-    directory: Path,
+    directory: str | os.PathLike[str],
     name: str,
     arrays: dict[str, np.ndarray],
     qparams: dict[str, QuantParams],
@@ -148,7 +149,7 @@ def write(
     return npz, side
 
 
-def read(directory: Path, name: str) -> Golden:
+def read(directory: str | os.PathLike[str], name: str) -> Golden:
     """Read and verify a golden; ``GoldenError`` names the file and what is wrong."""
     npz, side = paths(directory, name)
     if not npz.is_file() or not side.is_file():

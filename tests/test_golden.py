@@ -22,6 +22,11 @@ def test_round_trip(tmp_path):
     assert [p.name for p in sorted(tmp_path.iterdir())] == ["g.json", "g.npz"]  # no temp left
 
 
+def test_str_paths_work(tmp_path):
+    write(str(tmp_path), "s", ARRAYS, QPS, {})
+    assert read(str(tmp_path), "s").qparams == QPS
+
+
 def test_missing(tmp_path):
     with pytest.raises(GoldenError, match=r"golden 'nope' is missing: .*nope.npz"):
         read(tmp_path, "nope")

@@ -114,7 +114,23 @@ def test_quantized_accuracy_within_tolerance_of_float(entry, digits):
     assert_accuracy_drop(_top1(quant), _top1(floats), digits["y_test"])
 
 
-@pytest.mark.parametrize("entry", ENTRIES)
+# Measured in the tf216 env: TF 2.16.2 quantizes FULLY_CONNECTED weights per tensor where
+# 2.18.1 and 2.21.0 quantize them per channel (axis 0), so re-converting a model with Dense
+# layers moves its int8 outputs by 2 (mlp), 5 (heads) and 12 (cnn) LSB; accuracy does not
+# change. An expected failure on TF 2.16 only; strict, so a fix there shows up.
+_TF216 = tf_version().startswith("2.16.")
+_PER_TENSOR_FC = pytest.mark.xfail(
+    _TF216,
+    reason="TF 2.16 quantizes FULLY_CONNECTED weights per tensor (2.18+: per channel)",
+    strict=True,
+)
+_RECONVERT = [
+    pytest.param(e, marks=_PER_TENSOR_FC) if e in ("mlp_int8", "cnn_int8", "heads_int8") else e
+    for e in ENTRIES
+]
+
+
+@pytest.mark.parametrize("entry", _RECONVERT)
 def test_reconversion_stays_within_budget_and_lints(entry, digits, tflite_cache):
     """3. Re-converting the float source with the installed TensorFlow."""
     meta = MANIFEST["entries"][entry]
