@@ -62,8 +62,9 @@ def build_models(data: dict[str, np.ndarray]) -> dict[str, object]:
     h = keras.layers.Dense(16, activation="relu")(h)
     out = keras.layers.Dense(10, name="logits")(h)
     mlp = keras.Model(inp, out, name="digits_mlp")
-    mlp.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
+    mlp.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     mlp.fit(xtr, ytr, epochs=40, batch_size=32, verbose=0)
     models["mlp"] = mlp
 
@@ -84,12 +85,17 @@ def build_models(data: dict[str, np.ndarray]) -> dict[str, object]:
     digit = keras.layers.Dense(10, activation="softmax", name="digit")(h)
     high = keras.layers.Dense(1, activation="sigmoid", name="is_high")(h)  # digit >= 5
     centred = keras.layers.Dense(1, activation="tanh", name="centred")(h)  # (digit - 4.5) / 4.5
-    heads = keras.Model(inp, {"digit": digit, "is_high": high, "centred": centred},
-                        name="digits_heads")
-    heads.compile("adam", {"digit": "sparse_categorical_crossentropy", "is_high": "bce",
-                           "centred": "mse"})
-    targets = {"digit": ytr, "is_high": (ytr >= 5).astype(np.float32)[:, None],
-               "centred": ((ytr - 4.5) / 4.5).astype(np.float32)[:, None]}
+    heads = keras.Model(
+        inp, {"digit": digit, "is_high": high, "centred": centred}, name="digits_heads"
+    )
+    heads.compile(
+        "adam", {"digit": "sparse_categorical_crossentropy", "is_high": "bce", "centred": "mse"}
+    )
+    targets = {
+        "digit": ytr,
+        "is_high": (ytr >= 5).astype(np.float32)[:, None],
+        "centred": ((ytr - 4.5) / 4.5).astype(np.float32)[:, None],
+    }
     heads.fit(xtr, targets, epochs=40, batch_size=32, verbose=0)
     models["heads"] = heads
 
@@ -100,32 +106,10 @@ def build_models(data: dict[str, np.ndarray]) -> dict[str, object]:
 def qat_mlp(xtr: np.ndarray, ytr: np.ndarray) -> object:
     """Manual QAT: FakeQuantWithMinMaxVars on the input, weights and activations."""
     import keras
-    import tensorflow as tf
 
-    class FakeQuant(keras.layers.Layer):
-        def __init__(self, lo, hi, **kw):
-            super().__init__(**kw)
-            self.lo, self.hi = lo, hi
+    from tests.models import qat_layers
 
-        def call(self, x):
-            return tf.quantization.fake_quant_with_min_max_vars(x, self.lo, self.hi)
-
-    class QDense(keras.layers.Layer):
-        def __init__(self, units, lo, hi, relu=False, **kw):
-            super().__init__(**kw)
-            self.units, self.lo, self.hi, self.relu = units, lo, hi, relu
-
-        def build(self, shape):
-            self.w = self.add_weight(shape=(shape[-1], self.units), initializer="glorot_uniform")
-            self.b = self.add_weight(shape=(self.units,), initializer="zeros")
-
-        def call(self, x):
-            m = tf.reduce_max(tf.abs(self.w))
-            wq = tf.quantization.fake_quant_with_min_max_vars(self.w, -m, m, narrow_range=True)
-            y = tf.matmul(x, wq) + self.b
-            y = tf.nn.relu(y) if self.relu else y
-            return tf.quantization.fake_quant_with_min_max_vars(y, self.lo, self.hi)
-
+    FakeQuant, QDense = qat_layers()
     inp = keras.Input((64,), name="pixels")
     h = FakeQuant(0.0, 1.0)(inp)
     h = QDense(32, 0.0, 8.0, relu=True)(h)
@@ -195,7 +179,7 @@ def main() -> None:
             "calibration": f"x_train[:{N_CALIB}]" if calibrated else None,
             "float_accuracy": round(float_acc, 4),
             "quant_accuracy": round(quant_acc, 4),
-            "n_test": int(len(data["y_test"])),
+            "n_test": len(data["y_test"]),
             "golden_inputs": f"x_test[:{N_GOLDEN}]",
             "tflite_sha256": hashlib.sha256(content).hexdigest(),
         }

@@ -54,9 +54,10 @@ def data(shape, n=256, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, *shape)).astype(np.float32)
 
 
-def qat_mlp():
-    """A small MLP trained with fake-quant nodes (TF's FakeQuantWithMinMaxVars) on inputs,
-    weights (symmetric, narrow range, per tensor) and activations: manual QAT."""
+def qat_layers():
+    """Keras layers for manual QAT with TF's FakeQuantWithMinMaxVars: ``FakeQuant(lo, hi)``
+    on a tensor, and ``QDense(units, lo, hi, relu=False)`` with fake-quant weights
+    (symmetric, narrow range, per tensor) and a fake-quant output range."""
     import keras
     import tensorflow as tf
 
@@ -84,6 +85,14 @@ def qat_mlp():
             y = tf.nn.relu(y) if self.relu else y
             return tf.quantization.fake_quant_with_min_max_vars(y, self.lo, self.hi)
 
+    return FakeQuant, QDense
+
+
+def qat_mlp():
+    """A small MLP trained with fake-quant nodes on inputs, weights and activations."""
+    import keras
+
+    FakeQuant, QDense = qat_layers()
     _seed()
     inp = keras.Input((16,), name="features")
     x = FakeQuant(-4.0, 4.0)(inp)
