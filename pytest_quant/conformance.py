@@ -303,7 +303,10 @@ def _strategy(kind: str, dtype: str, symmetric: bool, axis: int | None) -> Any:
     if axis is None:
         shapes = qs.shapes(max_dims=3)
     else:
-        shapes = qs.shapes(min_dims=axis + 1, max_dims=axis + 2)
+        # channels on the last axis: (in, out) for axis 1 as a Keras Dense kernel, 4-D
+        # for axis 3 as a conv kernel; axis 0 gives (out, in), TFLite's FC layout
+        ndim = max(axis + 1, 2)
+        shapes = qs.shapes(min_dims=ndim, max_dims=ndim)
     return qs.weights(shape=shapes) | qs.activations(shape=shapes)
 
 
@@ -328,7 +331,9 @@ def assert_quantizer_conforms(
     - ``"tensor"``: ``fn(x) -> (q, scale, zero_point)``, choosing its own parameters.
 
     With ``per_channel_axis``, ``scale`` and ``zero_point`` are 1-D arrays along that
-    axis. ``rounding=None`` accepts ties rounded either half away from zero or half to
+    axis; for ``kind="tensor"`` the generated tensors then have ``max(axis + 1, 2)`` dims
+    (a Dense kernel ``(in, out)`` for axis 1, a conv kernel for axis 3).
+    ``rounding=None`` accepts ties rounded either half away from zero or half to
     even; ``"half_away_from_zero"`` demands TFLite's rounding (for ``fake_quant``, any
     value other than None demands TF's output bit for bit). Inputs are drawn with
     :mod:`pytest_quant.strategies`; ``max_examples`` defaults to the hypothesis profile's.

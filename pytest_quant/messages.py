@@ -19,14 +19,22 @@ def fmt(value: float) -> str:
 
 
 def histogram_line(hist: dict[int, int], *, label: str = "|error| in LSB") -> str:
-    """``0: 990  1: 9  3: 1``, ascending, capped at ``MAX_ROWS`` bins (the rest summed)."""
+    """``0: 990  1: 9  3: 1``, ascending. With more than ``MAX_ROWS`` distinct values the
+    counts are grouped by magnitude in powers of two (``|4..7|: 12``), so a wide spread
+    still shows its shape."""
     keys = sorted(hist)
-    shown = keys[:MAX_ROWS]
-    parts = [f"{k}: {hist[k]}" for k in shown]
-    if len(keys) > MAX_ROWS:
-        rest = sum(hist[k] for k in keys[MAX_ROWS:])
-        parts.append(f">={keys[MAX_ROWS]}: {rest} (histogram cut at {MAX_ROWS} bins)")
-    return f"  histogram ({label}): " + "  ".join(parts)
+    if len(keys) <= MAX_ROWS:
+        return f"  histogram ({label}): " + "  ".join(f"{k}: {hist[k]}" for k in keys)
+    buckets: dict[int, int] = {}
+    for k, count in hist.items():
+        b = 0 if k == 0 else abs(k).bit_length()  # 1 -> 1, 2..3 -> 2, 4..7 -> 3, ...
+        buckets[b] = buckets.get(b, 0) + count
+    parts = []
+    for b in sorted(buckets):
+        lo, hi = (0, 0) if b == 0 else (1 << (b - 1), (1 << b) - 1)
+        name = "0" if b == 0 else (f"|{lo}|" if lo == hi else f"|{lo}..{hi}|")
+        parts.append(f"{name}: {buckets[b]}")
+    return f"  histogram ({label}, grouped by magnitude): " + "  ".join(parts)
 
 
 def bound_line(origin: str, source: str) -> str:

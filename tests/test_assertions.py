@@ -36,7 +36,7 @@ def test_close_catches_an_inverted_scale_and_says_where():
     msg = str(info.value)
     assert "rms error" in msg and "% of full scale, bound 2%" in msg
     assert "worst element at index (" in msg and "LSB)" in msg
-    assert "histogram (|error| in LSB)" in msg
+    assert "histogram (|error| in LSB" in msg
     assert "bound from the default 0.02; change it with --quant-tolerance" in msg
 
 
