@@ -42,21 +42,30 @@ def _tolerance(tolerance: float | None, name: str = "tolerance") -> tuple[float,
 
 
 def record(
-    check: str, metric: str, value: float, bound: float, passed: bool, *, at_least: bool = False
+    check: str,
+    metric: str,
+    value: float,
+    bound: float,
+    passed: bool,
+    *,
+    at_least: bool = False,
+    detail: dict[str, Any] | None = None,
 ) -> None:
     """Record one check's figures; ``margin`` is how far inside the bound it stayed
-    (negative: by how much it broke it), whichever way the bound points."""
+    (negative: by how much it broke it), whichever way the bound points. ``detail``
+    (an LSB histogram, per-layer errors) feeds the plots of ``--quant-report-dir``."""
     margin = value - bound if at_least else bound - value
-    _settings.record(
-        {
-            "check": check,
-            "metric": metric,
-            "value": _json_float(value),
-            "bound": _json_float(bound),
-            "margin": _json_float(margin),
-            "passed": passed,
-        }
-    )
+    entry: dict[str, Any] = {
+        "check": check,
+        "metric": metric,
+        "value": _json_float(value),
+        "bound": _json_float(bound),
+        "margin": _json_float(margin),
+        "passed": passed,
+    }
+    if detail:
+        entry["detail"] = detail
+    _settings.record(entry)
 
 
 def _json_float(v: float) -> float | str:
@@ -94,7 +103,8 @@ def assert_quant_close(
     field, description = METRICS[name]
     value = float(getattr(stats, field))
     passed = value <= bound
-    record("assert_quant_close", f"{name}_error", value, bound, passed)
+    detail = {"lsb_histogram": stats.lsb_histogram()} if qparams is not None else None
+    record("assert_quant_close", f"{name}_error", value, bound, passed, detail=detail)
     if not passed:
         raise AssertionError(
             messages.close_failure(
@@ -151,7 +161,16 @@ def assert_within_lsb(
     max_diff = int(absdiff.max())
     mismatch = float(np.mean(diff != 0))
     passed = max_diff <= bound and (max_mismatch is None or mismatch <= max_mismatch)
-    record("assert_within_lsb", "max_lsb", float(max_diff), float(bound), max_diff <= bound)
+    values, counts = np.unique(diff, return_counts=True)
+    hist = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+    record(
+        "assert_within_lsb",
+        "max_lsb",
+        float(max_diff),
+        float(bound),
+        max_diff <= bound,
+        detail={"lsb_histogram": hist},
+    )
     if max_mismatch is not None:
         record(
             "assert_within_lsb",
@@ -162,7 +181,6 @@ def assert_within_lsb(
         )
     if passed:
         return
-    values, counts = np.unique(diff, return_counts=True)
     real = None
     if qparams is not None:
         qparams.check_channels(diff.shape)
@@ -178,7 +196,7 @@ def assert_within_lsb(
             mismatch=mismatch,
             max_mismatch=max_mismatch,
             n=int(diff.size),
-            hist={int(v): int(c) for v, c in zip(values, counts, strict=True)},
+            hist=hist,
             real_error=real,
             origin=origin,
             source=_settings.MAX_LSB_SOURCE,

@@ -134,16 +134,17 @@ class QuantGolden:
                 origin = s.max_lsb_from if max_lsb is None else f"the argument max_lsb={lsb_bound}"
                 diff = now.astype(np.int64) - gold.astype(np.int64)
                 worst = int(np.abs(diff).max())
+                values, counts = np.unique(diff, return_counts=True)
+                hist = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
                 record(
                     "quant_golden",
                     f"{name}:{key}:max_lsb",
                     float(worst),
                     float(lsb_bound),
                     worst <= lsb_bound,
+                    detail={"lsb_histogram": hist},
                 )
                 if worst > lsb_bound:
-                    values, counts = np.unique(diff, return_counts=True)
-                    hist = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
                     headline = (
                         f"differs by up to {worst} LSB, bound {lsb_bound} LSB; "
                         f"{int(np.count_nonzero(diff))} of {diff.size} elements changed"

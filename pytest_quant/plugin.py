@@ -31,6 +31,7 @@ class _RunState:
     report_path: str | None
     cache_dir: str
     golden_dir: str | None = None
+    report_dir: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     goldens: dict[str, bool] = field(default_factory=dict)  # path -> written this run
 
@@ -63,6 +64,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="PATH",
         help="write a JSON file with one record per quant check (ini quant_report)",
+    )
+    group.addoption(
+        "--quant-report-dir",
+        default=None,
+        metavar="DIR",
+        help="write quant.json and per-check PNGs (LSB histograms, per-layer errors) into "
+        "DIR; PNGs need pytest-quant[plots] (ini quant_report_dir)",
     )
     group.addoption(
         "--quant-cache-dir",
@@ -99,6 +107,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("quant_tolerance", "default --quant-tolerance", default=None)
     parser.addini("quant_golden_dir", "default --quant-golden-dir", default=None)
     parser.addini("quant_cache_dir", "default --quant-cache-dir", default=None)
+    parser.addini("quant_report_dir", "default --quant-report-dir", default=None)
     parser.addini("quant_max_lsb", "default --quant-max-lsb", default=None)
     parser.addini("quant_report", "default --quant-report path", default=None)
 
@@ -145,6 +154,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if golden_dir:
         golden_dir = str(config.rootpath / golden_dir)
     state = _RunState(tolerance, tolerance_from, max_lsb, max_lsb_from, path, cache_dir, golden_dir)
+    state.report_dir = (
+        config.getoption("quant_report_dir") or config.getini("quant_report_dir") or None
+    )
     config.stash[_STATE] = state
     if not hasattr(config, "workerinput"):
         if config.getoption("quant_cache_clear"):
@@ -222,6 +234,7 @@ class _Controller:
 
     def __init__(self, state: _RunState) -> None:
         self.state = state
+        self.plot_note: str | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Every phase's report carries all user_properties so far: take the last one.
@@ -234,18 +247,28 @@ class _Controller:
 
     def pytest_sessionfinish(self) -> None:
         state = self.state
+        meta = {
+            "pytest_quant": __version__,
+            "tolerance": state.tolerance,
+            "tolerance_from": state.tolerance_from,
+            "max_lsb": state.max_lsb,
+            "max_lsb_from": state.max_lsb_from,
+        }
         if state.report_path:
-            _report.write_json(
-                state.report_path,
-                state.records,
-                {
-                    "pytest_quant": __version__,
-                    "tolerance": state.tolerance,
-                    "tolerance_from": state.tolerance_from,
-                    "max_lsb": state.max_lsb,
-                    "max_lsb_from": state.max_lsb_from,
-                },
-            )
+            _report.write_json(state.report_path, state.records, meta)
+        if state.report_dir:
+            _report.write_json(Path(state.report_dir) / "quant.json", state.records, meta)
+            try:
+                from .plots import write_plots
+            except ImportError:  # pragma: no cover - exercised in envs without matplotlib
+                self.plot_note = "PNGs skipped: install pytest-quant[plots] (matplotlib)"
+            else:
+                try:
+                    n = len(write_plots(state.report_dir, state.records))
+                except ModuleNotFoundError:
+                    self.plot_note = "PNGs skipped: install pytest-quant[plots] (matplotlib)"
+                else:
+                    self.plot_note = f"{n} plot(s) written to {state.report_dir}"
 
     def _unused_goldens(self, config: pytest.Config) -> list[Path]:
         """Goldens in the directories this run used that no test touched; only for a full
@@ -288,6 +311,8 @@ class _Controller:
             terminalreporter.write_line(line)
         if self.state.report_path:
             terminalreporter.write_line(f"quant report written to {self.state.report_path}")
+        if self.plot_note:
+            terminalreporter.write_line(self.plot_note)
 
 
 @pytest.fixture

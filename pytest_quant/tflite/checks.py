@@ -8,6 +8,7 @@ from ..assertions import assert_quant_close
 from .converter import ConversionError, blame_table
 
 BLAME_ROWS = 5
+IDEAL_RMSE_PER_SCALE = 12**-0.5  # uniform rounding error: 0.29 steps
 
 
 def assert_tflite_close(
@@ -52,6 +53,17 @@ def _blame(runner: Any, x: Any) -> str:
         errors = runner.layer_errors(x)
     except (ValueError, ConversionError) as exc:
         return f"  (per-layer blame unavailable: {str(exc).splitlines()[0]})"
+    from ..assertions import record
+
+    worst = errors[0].rmse_per_scale if errors else 0.0
+    record(
+        "assert_tflite_close",
+        "worst_layer_rmse_per_scale",
+        worst,
+        IDEAL_RMSE_PER_SCALE,
+        False,
+        detail={"layers": [[e.layer, e.rmse_per_scale] for e in errors]},
+    )
     head = (
         f"  layers adding the most error ({min(BLAME_ROWS, len(errors))} of {len(errors)}, "
         "RMSE in steps of each layer's scale; about 0.29 is ideal):"
