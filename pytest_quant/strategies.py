@@ -194,7 +194,8 @@ def qparams(
 
     @st.composite
     def build(draw: Any) -> QuantParams:
-        dt = dtype or draw(st.sampled_from(_DTYPES))
+        signed = tuple(d for d in _DTYPES if d != "uint8")
+        dt = dtype or draw(st.sampled_from(signed if symmetric else _DTYPES))
         sym = (
             False if dt == "uint8" else symmetric if symmetric is not None else draw(st.booleans())
         )

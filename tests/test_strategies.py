@@ -100,3 +100,10 @@ def test_profile_is_derandomized_without_deadline():
 
     profile = hs.get_profile(qs.PROFILE)
     assert profile.derandomize and profile.deadline is None
+
+
+@given(qs.qparams(symmetric=True))
+def test_symmetric_request_is_honoured_for_every_drawn_dtype(qp):
+    # uint8 cannot be symmetric, so symmetric=True never draws it
+    assert qp.symmetric and qp.dtype != "uint8"
+    assert np.all(np.asarray(qp.zero_point) == 0)
