@@ -118,7 +118,8 @@ def test_a_converter_crash_fails_cleanly_and_the_session_goes_on(mlp, calib, mon
     msg = str(info.value)
     assert f"TensorFlow {convert_mod.tf_version()} converter crashed" in msg
     assert "killed by SIGABRT" in msg and "LLVM ERROR: Failed to infer result type(s)" in msg
-    assert "the test session goes on" in msg
+    assert "the test session goes on" not in msg  # noise: every failure is per test
+    assert "QAT" not in msg  # a crash gets no hint about an unrelated route
 
 
 @pytest.mark.parametrize("via", ["saved_model", "keras"])

@@ -1,7 +1,11 @@
 """Child process of the TFLite layer: one conversion or one debugger run, then exit.
 
-python -m pytest_quant.tflite._worker convert SAVED_MODEL REP.npz|- MODE OUT.tflite
+python -m pytest_quant.tflite._worker convert ENTRY SAVED REP.npz|- MODE OUT.tflite
 python -m pytest_quant.tflite._worker blame SAVED_MODEL REP.npz DEBUG.npz OUT.json
+
+ENTRY is the ``TFLiteConverter`` constructor the parent chose for the route:
+``from_saved_model`` (SAVED is a SavedModel), ``from_concrete_functions`` (a SavedModel;
+its serving signature is converted) or ``from_keras_model`` (a Keras 3 ``.keras`` file).
 """
 
 from __future__ import annotations
@@ -9,10 +13,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .converter import CALIBRATED_MODES, REFERENCE_MODE
 
 
 def _dataset(path: str) -> Any:
@@ -31,27 +38,37 @@ def _dataset(path: str) -> Any:
     return dataset
 
 
-def convert(saved_model: str, rep_path: str, mode: str, out: str) -> None:
-    import tensorflow as tf
-
-    if saved_model.endswith(".keras"):  # via="keras": what most Keras code calls
+def _converter(tf: Any, entry: str, saved: str) -> Any:
+    if entry == "from_keras_model":
         import keras
 
-        conv = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(saved_model))
-    elif rep_path == "-" and mode == "int8":
-        # A QAT model: its ranges come from the fake-quant nodes. Only the concrete-function
-        # path lets the converter find them (from_saved_model demands calibration data).
-        loaded = tf.saved_model.load(saved_model)
-        conv = tf.lite.TFLiteConverter.from_concrete_functions(
+        # compile=False: the loss and optimizer do not matter to conversion, and a loss
+        # object's config need not reload
+        model = keras.models.load_model(saved, compile=False)
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    if entry == "from_concrete_functions":
+        loaded = tf.saved_model.load(saved)
+        return tf.lite.TFLiteConverter.from_concrete_functions(
             [loaded.signatures["serving_default"]], loaded
         )
-    else:
-        conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if rep_path != "-":
+    if entry == "from_saved_model":
+        return tf.lite.TFLiteConverter.from_saved_model(saved)
+    raise ValueError(f"unknown converter entry {entry!r}")
+
+
+def convert(entry: str, saved: str, rep_path: str, mode: str, out: str) -> None:
+    import tensorflow as tf
+
+    conv = _converter(tf, entry, saved)
+    if mode != REFERENCE_MODE:  # the float reference: no optimization at all
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    # Only the calibrated modes get the data: given to "dynamic" it makes a full-integer
+    # model with float I/O instead of a weights-only one.
+    calibrated = rep_path != "-" and mode in CALIBRATED_MODES
+    if calibrated:
         conv.representative_dataset = _dataset(rep_path)
     if mode == "int8":
-        if rep_path != "-":  # (QAT: this setting would demand calibration data again)
+        if calibrated:  # (QAT: this setting would demand calibration data again)
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
@@ -82,12 +99,14 @@ def blame(saved_model: str, rep_path: str, debug_path: str, out: str) -> None:
         name = detail["name"]
         stats = {k: float(v) for k, v in debugger.layer_statistics[name].items()}
         op = interp._get_op_details(debugger._defining_op[detail["index"]])
-        quant = interp._get_tensor_details(op["inputs"][0], 0)["quantization_parameters"]
+        quantized = interp._get_tensor_details(op["inputs"][0], 0)  # the layer's own tensor
+        quant = quantized["quantization_parameters"]
         scale = float(quant["scales"][0]) if len(quant["scales"]) else math.nan
-        layer = name.removeprefix("NumericVerify/").rsplit(":", 1)[0]
-        rows.append({"layer": layer, "scale": scale, **stats})
+        rows.append({"layer": quantized["name"], "scale": scale, **stats})
     Path(out).write_text(json.dumps(rows))
 
 
+COMMANDS: dict[str, Callable[..., None]] = {"convert": convert, "blame": blame}
+
 if __name__ == "__main__":
-    {"convert": convert, "blame": blame}[sys.argv[1]](*sys.argv[2:6])
+    COMMANDS[sys.argv[1]](*sys.argv[2:])

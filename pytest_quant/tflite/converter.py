@@ -5,17 +5,21 @@ with Keras 3 dies with ``LLVM ERROR: Failed to infer result type(s)`` converting
 Conv2D model to int8. In the child, such a crash becomes a :class:`ConversionError`
 naming the TensorFlow version and the crash, and the test session goes on.
 
-Conversions are cached on disk, keyed by the model's content (architecture and weights,
-or the files of a SavedModel), the mode, the representative data and the TensorFlow
-version. Writes are atomic and serialized per key with a file lock, so pytest-xdist
-workers converting the same model convert it once and never read a torn file.
+Keras 3 and Keras 2 (``tf_keras``, what TensorFlow Model Optimization's QAT builds) models
+both work: the parent saves the model with the Keras that built it (a SavedModel, or a
+``.keras`` file for Keras 3 ``via="keras"``), and the child never reloads it with another.
+
+Conversions are cached on disk, keyed by the model's content (Keras flavour, architecture
+and weights, or the files of a SavedModel), the mode, the route, the TensorFlow version
+and, in the calibrated modes only, the representative data. Writes are atomic and
+serialized per key with a file lock, so pytest-xdist workers converting the same model
+convert it once and never read a torn file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import signal
@@ -23,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +38,11 @@ import numpy as np
 from ._deps import HINT, require
 
 MODES = ("int8", "dynamic", "float16", "int16x8")
-_KEY_VERSION = b"pytest-quant-convert-v1"
+#: No optimization at all: the float model that per-tensor blame compares against.
+REFERENCE_MODE = "float"
+#: The modes that calibrate with representative data; the others never see it.
+CALIBRATED_MODES = ("int8", "int16x8")
+_KEY_VERSION = b"pytest-quant-convert-v2"
 TFLITE_IDENTIFIER = b"TFL3"
 #: The module the child process runs (``python -m``).
 WORKER = "pytest_quant.tflite._worker"
@@ -42,6 +50,21 @@ WORKER = "pytest_quant.tflite._worker"
 
 _LOG = re.compile(r"^[IWE]\d{4} |^WARNING: All log messages")  # absl log lines
 _ERROR = re.compile(r"\b\w*(Error|Exception)\b:|LLVM ERROR|error:")
+# What the converter says when a model has no ranges to quantize with: asked for int8 I/O
+# without calibration (the model is not integer-quantized, so only float32 I/O is valid),
+# or asked for full integer without a representative dataset.
+_NO_RANGES = re.compile(
+    r"must be tf\.float32|representative_dataset|calibrat|min/max|statistics", re.IGNORECASE
+)
+# int16x8 of a model with fake-quant nodes: those ranges are int8 and the converter
+# cannot requantize them.
+_FAKE_QUANT_16X8 = "16x8-bit not yet supported for op: 'DEQUANTIZE'"
+# Keras 3 could not rebuild a saved .keras model (unregistered custom class, a config it
+# does not accept).
+_RELOAD = re.compile(
+    r"Could not locate (class|function)|Unknown (layer|object)|could not be deserialized|"
+    r"unexpected keyword argument"
+)
 
 
 class ConversionError(RuntimeError):
@@ -92,7 +115,28 @@ def _representative(data: Any) -> dict[str, np.ndarray] | list[np.ndarray] | Non
     return out_d if isinstance(data, Mapping) else out_l
 
 
+def keras_flavour(model: Any) -> str | None:
+    """``"keras3"`` or ``"keras2"`` (``tf_keras``, or TensorFlow's legacy ``tf.keras``),
+    read from the model's own classes; ``None`` if none comes from a Keras.
+
+    Example::
+
+        >>> keras_flavour(object()) is None
+        True
+    """
+    for cls in type(model).__mro__:
+        module = cls.__module__ or ""
+        root = module.partition(".")[0]
+        if root == "tf_keras" or module.startswith("tensorflow.python.keras"):
+            return "keras2"
+        if root == "keras":  # the keras package: Keras 3 since TF 2.16, Keras 2 before
+            version = str(getattr(sys.modules.get("keras"), "__version__", "3"))
+            return "keras3" if int(version.split(".")[0]) >= 3 else "keras2"
+    return None
+
+
 def _keras_fingerprint(model: Any, h: Any) -> None:
+    h.update(f"{keras_flavour(model)}|".encode())
     h.update(model.to_json().encode())
     for w in model.weights:
         arr = np.asarray(w)
@@ -107,13 +151,16 @@ def _dir_fingerprint(path: Path, h: Any) -> None:
 
 
 def cache_key(source: Any, rep: Any, mode: str, version: str, via: str = "saved_model") -> str:
-    """sha256 of everything that determines the converter's output."""
+    """sha256 of everything that determines the converter's output (the representative
+    data only in :data:`CALIBRATED_MODES`: the other modes never see it)."""
     h = hashlib.sha256(_KEY_VERSION)
     h.update(f"|{mode}|{version}|{via}|".encode())
     if isinstance(source, Path):
         _dir_fingerprint(source, h)
     else:
         _keras_fingerprint(source, h)
+    if mode not in CALIBRATED_MODES:
+        return h.hexdigest()
     items = sorted(rep.items()) if isinstance(rep, dict) else enumerate(rep or [])
     for name, arr in items:
         h.update(f"{name}{arr.shape}".encode())
@@ -132,28 +179,46 @@ def convert(
 ) -> bytes:
     """Return the TFLite flatbuffer of ``source`` converted in ``mode``.
 
-    :param source: a Keras model, a SavedModel directory, a ``.tflite`` path, or bytes
-        (the last two are returned as they are, after a format check).
+    :param source: a Keras model, Keras 3 or Keras 2 (``tf_keras``: what TensorFlow Model
+        Optimization builds, e.g. ``tfmot.quantization.keras.quantize_model(model)``), a
+        SavedModel directory, a ``.tflite`` path, or bytes (the last two are returned as
+        they are, after a format check).
     :param representative_data: calibration inputs for ``"int8"`` and ``"int16x8"``: an
         array ``(n, ...)``, a list of arrays (one per input) or a dict by input name. A
-        model trained with fake-quant nodes (QAT) converts to int8 without it.
+        model trained with fake-quant nodes (QAT) converts to int8 without it. The other
+        modes ignore it: it changes neither their model nor their cache key.
     :param mode: ``"int8"`` (full integer, int8 input and output), ``"dynamic"``
-        (int8 weights, float activations), ``"float16"`` or ``"int16x8"``.
+        (int8 weights, float activations), ``"float16"``, ``"int16x8"`` (int16
+        activations, int8 weights; needs ``representative_data``), or ``"float"``
+        (:data:`REFERENCE_MODE`, not in :data:`MODES`: no optimization, the float model
+        that per-tensor blame compares against; a QAT model keeps its fake-quant nodes
+        as QUANTIZE/DEQUANTIZE pairs).
     :param cache_dir: where converted models are kept (``None``: no cache).
-    :param via: how a Keras model reaches the converter: ``"saved_model"`` (exported with
-        ``model.export``, then ``from_saved_model``; custom layers work) or ``"keras"``
-        (``TFLiteConverter.from_keras_model``, what most Keras code calls; the model must
-        load with ``keras.models.load_model``). Measured: TF 2.16.2 with Keras 3 aborts on
-        a Conv2D model to int8 via ``"keras"`` and converts it via ``"saved_model"``.
-    :raises ConversionError: the converter failed or crashed (its message and the TF
-        version are in the error).
+    :param via: how a Keras model reaches the converter. ``"saved_model"``: a SavedModel
+        (Keras 3: ``model.export``; Keras 2: ``tf.saved_model.save``), converted with
+        ``from_saved_model`` (int8 without representative data: ``from_concrete_functions``
+        on its serving signature, the entry that finds a QAT model's ranges); custom
+        layers work. ``"keras"``: what ``TFLiteConverter.from_keras_model`` does, what most
+        Keras code calls. Keras 3: the model is saved as ``.keras``, reloaded with
+        ``keras.models.load_model(compile=False)`` (custom classes must be registered) and
+        converted with ``from_keras_model``. Keras 2: the model is saved with
+        ``tf.saved_model.save`` and its traced call (the serving signature) converted with
+        ``from_concrete_functions``, as ``from_keras_model`` converts a Keras 2 model; no
+        Keras reloads it (a tfmot QAT ``.keras`` file does not reload, even in
+        ``quantize_scope``). Measured: TF 2.16.2 with Keras 3 aborts on a Conv2D model to
+        int8 via ``"keras"`` and converts it via ``"saved_model"``.
+    :raises ConversionError: the converter failed or crashed (its message, the route and
+        the TF version are in the error, with a hint when the cause is plain).
+    :raises ValueError: an unknown ``mode`` or ``via``, bad representative data, or
+        ``"int16x8"`` without it (the converter would return a float model).
 
     Example::
 
         content = convert(keras_model, x_train[:200], mode="int8", cache_dir=".cache")
+        reference = convert(keras_model, mode="float", cache_dir=".cache")
     """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
+    if mode not in (*MODES, REFERENCE_MODE):
+        raise ValueError(f"mode={mode!r}: use one of {', '.join((*MODES, REFERENCE_MODE))}")
     if via not in ("saved_model", "keras"):
         raise ValueError(f"via={via!r}: use 'saved_model' or 'keras'")
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -168,15 +233,21 @@ def convert(
                 "(no saved_model.pb in it)"
             )
         source = path
-    elif not (hasattr(source, "weights") and hasattr(source, "to_json")):
+    elif not (hasattr(source, "to_json") and keras_flavour(source)):
         raise TypeError(
-            f"source={type(source).__name__}: pass a Keras model, a SavedModel directory, "
-            "a .tflite path or the model bytes"
+            f"source={type(source).__name__}: pass a Keras model (Keras 3 or tf_keras), a "
+            "SavedModel directory, a .tflite path or the model bytes"
         )
-    rep = _representative(representative_data)
+    rep = _representative(representative_data) if mode in CALIBRATED_MODES else None
+    if mode == "int16x8" and rep is None:
+        raise ValueError(
+            "mode='int16x8' needs representative_data: the int16 activation ranges come "
+            "from it (without it the converter returns a float model)"
+        )
+    route = _route(source, via, mode, rep is not None)
     version = tf_version()
     if cache_dir is None:
-        return _convert_in_child(source, rep, mode, version, timeout, via)
+        return _convert_in_child(source, rep, mode, version, timeout, route)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     key = cache_key(source, rep, mode, version, via)
@@ -187,11 +258,59 @@ def convert(
     with filelock.FileLock(str(cache / f"{key}.lock"), timeout=timeout):
         if target.is_file():  # another worker converted it while we waited
             return check_tflite(target.read_bytes(), str(target))
-        content = _convert_in_child(source, rep, mode, version, timeout, via)
+        content = _convert_in_child(source, rep, mode, version, timeout, route)
         _atomic_write(target, content)
-        meta = {"mode": mode, "tensorflow": version, "created": time.time(), "bytes": len(content)}
+        meta = {
+            "mode": mode,
+            "tensorflow": version,
+            "keras": route.flavour,
+            "via": via,
+            "entry": route.entry,
+            "created": time.time(),
+            "bytes": len(content),
+        }
         _atomic_write(cache / f"{key}.json", json.dumps(meta).encode())
     return content
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How a model reaches the converter: what the parent writes, what the child calls."""
+
+    flavour: str | None  # keras_flavour(model); None for a SavedModel directory
+    via: str
+    entry: str  # the TFLiteConverter constructor the child calls
+
+    def describe(self) -> str:
+        call = f"TFLiteConverter.{self.entry}"
+        if self.entry == "from_concrete_functions":
+            call += " on the serving signature"
+        if self.flavour is None:
+            return f"(SavedModel, {call})"
+        if self.entry == "from_keras_model":
+            how = "Keras 3: .keras file reloaded by Keras 3 in the converter process"
+        elif self.flavour == "keras3":
+            how = "Keras 3: model.export"
+        else:
+            how = "Keras 2: tf.saved_model.save"
+        return f"via={self.via!r} ({how}, then {call})"
+
+
+def _route(source: Any, via: str, mode: str, calibrated: bool) -> _Route:
+    flavour = None if isinstance(source, Path) else keras_flavour(source)
+    if via == "keras" and flavour == "keras3":
+        entry = "from_keras_model"
+    elif via == "keras" and flavour is not None:
+        # from_keras_model on a Keras 2 model converts its traced call; the child gets
+        # that as a SavedModel, never a Keras file another Keras would have to reload
+        entry = "from_concrete_functions"
+    elif mode == "int8" and not calibrated:
+        # A QAT model: its ranges come from the fake-quant nodes; from_saved_model on a
+        # Keras 3 export demands calibration data, the concrete function does not
+        entry = "from_concrete_functions"
+    else:
+        entry = "from_saved_model"
+    return _Route(flavour, via, entry)
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
@@ -211,12 +330,19 @@ def _describe(source: Any) -> str:
     return f"Keras model {getattr(source, 'name', type(source).__name__)!r}"
 
 
-def _export(model: Any, where: Path) -> None:
-    """A Keras model as a SavedModel the child process can load (custom layers included)."""
-    if hasattr(model, "export"):  # Keras 3
-        model.export(str(where), verbose=False)
-    else:  # tf.keras (Keras 2)
-        require("tensorflow").saved_model.save(model, str(where))
+def _saved(source: Any, work: Path, route: _Route) -> Path:
+    """What the child converts: ``source`` saved by the Keras that built it."""
+    if isinstance(source, Path):
+        return source
+    if route.entry == "from_keras_model":
+        source.save(work / "model.keras")
+        return work / "model.keras"
+    where = work / "saved_model"
+    if route.flavour == "keras3":
+        source.export(str(where), verbose=False)
+    else:  # Keras 2 has no export(); its SavedModel keeps custom (e.g. QAT) layers' graphs
+        require("tensorflow").saved_model.save(source, str(where))
+    return where
 
 
 def _save_dataset(data: Any, path: Path) -> str:
@@ -227,7 +353,13 @@ def _save_dataset(data: Any, path: Path) -> str:
     return str(path)
 
 
-def _run_child(args: list[str], action: str, version: str, timeout: float) -> None:
+def _run_child(
+    args: list[str],
+    action: str,
+    version: str,
+    timeout: float,
+    hint: Callable[[str], str] | None = None,
+) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, "-m", WORKER, *args]
     try:
@@ -237,39 +369,58 @@ def _run_child(args: list[str], action: str, version: str, timeout: float) -> No
             f"TensorFlow {version} converter did not finish {action} within {timeout:g} s"
         ) from None
     if done.returncode != 0:
-        raise ConversionError(_failure(done, action, version))
-
-
-def _saved(source: Any, work: Path, via: str = "saved_model") -> Path:
-    if isinstance(source, Path):
-        return source
-    if via == "keras":
-        source.save(work / "model.keras")
-        return work / "model.keras"
-    _export(source, work / "saved_model")
-    return work / "saved_model"
+        message = _failure(done, action, version)
+        extra = hint(done.stderr) if hint is not None else ""
+        raise ConversionError(f"{message}\n  {extra}" if extra else message)
 
 
 def _convert_in_child(
-    source: Any, rep: Any, mode: str, version: str, timeout: float, via: str = "saved_model"
+    source: Any, rep: Any, mode: str, version: str, timeout: float, route: _Route
 ) -> bytes:
     with tempfile.TemporaryDirectory(prefix="pytest-quant-convert-") as tmp:
         work = Path(tmp)
-        saved = _saved(source, work, via)
+        saved = _saved(source, work, route)
         rep_path = "-" if rep is None else _save_dataset(rep, work / "rep.npz")
         out = work / "model.tflite"
-        try:
-            action = f"converting {_describe(source)} to {mode}"
-            _run_child(["convert", str(saved), rep_path, mode, str(out)], action, version, timeout)
-        except ConversionError as exc:
-            if rep is None and mode in ("int8", "int16x8"):
-                raise ConversionError(
-                    f"{exc}\n  {mode} without representative_data works only for a model "
-                    "trained with fake-quant nodes (QAT); otherwise pass representative_data "
-                    "(a few hundred real inputs)"
-                ) from None
-            raise
+        action = f"converting {_describe(source)} to {mode} {route.describe()}"
+        args = ["convert", route.entry, str(saved), rep_path, mode, str(out)]
+
+        def hint(output: str) -> str:
+            return failure_hint(output, mode=mode, calibrated=rep is not None, entry=route.entry)
+
+        _run_child(args, action, version, timeout, hint)
         return check_tflite(out.read_bytes(), "the converter's output")
+
+
+def failure_hint(output: str, *, mode: str, calibrated: bool, entry: str) -> str:
+    """The likely cause of a failed conversion and its fix, read from the converter's
+    ``output`` (``entry``: the ``TFLiteConverter`` constructor that ran); ``""`` when the
+    output names no cause we know: no guess.
+
+    Example::
+
+        >>> failure_hint("LLVM ERROR: Failed to infer result type(s).", mode="int8",
+        ...              calibrated=False, entry="from_concrete_functions")
+        ''
+    """
+    if mode == "int8" and not calibrated and _NO_RANGES.search(output):
+        return (
+            "int8 without representative_data works only for a model trained with "
+            "fake-quant nodes (QAT); otherwise pass representative_data (a few hundred "
+            "real inputs)"
+        )
+    if mode == "int16x8" and _FAKE_QUANT_16X8 in output:
+        return (
+            "the model has fake-quant (QAT) nodes, whose ranges are int8: convert it with "
+            "mode='int8', or convert the float model (before QAT) to int16x8"
+        )
+    if entry == "from_keras_model" and _RELOAD.search(output):
+        return (
+            "via='keras' reloads the .keras file with Keras 3 in the converter process: "
+            "register the model's custom classes (keras.saving.register_keras_serializable) "
+            "or pass via='saved_model', which needs no reload"
+        )
+    return ""
 
 
 def _failure(done: subprocess.CompletedProcess[str], action: str, version: str) -> str:
@@ -281,79 +432,4 @@ def _failure(done: subprocess.CompletedProcess[str], action: str, version: str) 
         how = f"crashed (the converter process was killed by {sig})"
     else:
         how = f"failed (exit status {done.returncode})"
-    return (
-        f"TensorFlow {version} converter {how} {action}; "
-        f"the test session goes on. Converter output:\n{tail}"
-    )
-
-
-@dataclass(frozen=True)
-class LayerError:
-    """One quantized layer's own error: its output against the float op on its inputs."""
-
-    layer: str
-    scale: float
-    rmse: float
-    rmse_per_scale: float
-    max_abs_error: float
-    mean_error: float
-
-
-def layer_errors(
-    source: Any, representative_data: Any, debug_data: Any, *, timeout: float = 600.0
-) -> list[LayerError]:
-    """Per-layer quantization error of ``source`` converted to int8, worst first.
-
-    Runs TF's ``QuantizationDebugger`` (in a child process): each layer's quantized
-    output is compared with the float op applied to the same dequantized inputs, so a
-    layer is charged only for the error it adds. ``rmse_per_scale`` is the RMSE in steps
-    of the layer's output scale: about 0.29 (1/sqrt(12)) for a well-quantized layer.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        source = Path(source)
-    rep = _representative(representative_data)
-    dbg = _representative(debug_data)
-    if rep is None or dbg is None:
-        raise ValueError("layer_errors needs representative_data and debug_data")
-    version = tf_version()
-    with tempfile.TemporaryDirectory(prefix="pytest-quant-blame-") as tmp:
-        work = Path(tmp)
-        saved = _saved(source, work)
-        out = work / "layers.json"
-        args = [
-            "blame",
-            str(saved),
-            _save_dataset(rep, work / "rep.npz"),
-            _save_dataset(dbg, work / "debug.npz"),
-            str(out),
-        ]
-        _run_child(args, f"debugging {_describe(source)}", version, timeout)
-        rows = json.loads(out.read_text())
-    errors = [
-        LayerError(
-            r["layer"],
-            r["scale"],
-            math.sqrt(r["mean_squared_error"]),
-            math.sqrt(r["mean_squared_error"]) / r["scale"] if r["scale"] > 0 else math.nan,
-            r["max_abs_error"],
-            r["mean_error"],
-        )
-        for r in rows
-    ]
-    return sorted(
-        errors, key=lambda e: -(e.rmse_per_scale if math.isfinite(e.rmse_per_scale) else 0)
-    )
-
-
-def blame_table(errors: list[LayerError], *, top: int | None = None) -> list[str]:
-    """Lines of a table of :func:`layer_errors`, worst first (``top`` rows if given)."""
-    rows = errors[:top] if top else errors
-    lines = [f"  {'rmse/scale':>10}  {'rmse':>10}  {'max |err|':>10}  {'scale':>10}  layer"]
-    for e in rows:
-        lines.append(
-            f"  {e.rmse_per_scale:10.3f}  {e.rmse:10.4g}  {e.max_abs_error:10.4g}  "
-            f"{e.scale:10.4g}  {e.layer}"
-        )
-    if top and len(errors) > top:
-        lines.append(f"  ... {len(errors) - top} more layers")
-    return lines
+    return f"TensorFlow {version} converter {how} {action}. Converter output:\n{tail}"
