@@ -34,6 +34,7 @@ _EXPORTS = {
     "assert_quantizer_conforms": ".conformance",
     "QuantSettings": "._settings",
     "assert_tflite_spec": ".tflite.spec",
+    "lint_tflite": ".tflite.spec",
     "assert_tflite_close": ".tflite.checks",
     "QuantGolden": ".golden_check",
 }
@@ -56,6 +57,7 @@ __all__ = [
     "dequantize",
     "fake_quant",
     "fake_quant_per_channel",
+    "lint_tflite",
     "nudge",
     "qparams_for",
     "quantize",
@@ -80,7 +82,7 @@ if TYPE_CHECKING:
     from .qparams import QuantParams, choose_qparams, qparams_for
     from .rounding import round_half_away_from_zero
     from .tflite.checks import assert_tflite_close
-    from .tflite.spec import assert_tflite_spec
+    from .tflite.spec import assert_tflite_spec, lint_tflite
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

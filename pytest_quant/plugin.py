@@ -356,10 +356,13 @@ def quant_max_lsb(quant_settings: QuantSettings) -> int:
 def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """Convert a model to TFLite (cached) and return a runner for it.
 
-    ``quant_tflite(source, representative_data=None, *, mode="int8", kernels="xnnpack",
-    num_threads=1, via="saved_model")``: ``source`` is a Keras model, a SavedModel
-    directory, a ``.tflite`` path or bytes; ``mode`` is ``"int8"``, ``"dynamic"``,
-    ``"float16"`` or ``"int16x8"``; ``via="keras"`` converts with ``from_keras_model``.
+    ``quant_tflite(source, representative_data=None, *, mode=None, kernels="xnnpack",
+    num_threads=1, via="saved_model")``: ``source`` is a Keras model (Keras 3, or Keras 2
+    ``tf_keras`` as TFMOT builds), a SavedModel directory, a ``.tflite`` path (``str`` or
+    ``Path``) or bytes; ``mode`` is ``"int8"`` (the default for a model to convert),
+    ``"dynamic"``, ``"float16"``, ``"int16x8"`` or ``"float"``, and is not given with a
+    ``.tflite``, which is used as it is; ``via="keras"`` converts as ``from_keras_model``.
+    A runner made from a model knows it: ``runner.layer_errors(x)`` blames against it.
     Session-scoped, so module- and session-scoped fixtures can convert once and share.
     A converter crash fails the test that asked, naming the TF version; the run goes on.
 
@@ -378,17 +381,18 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
         source: Any,
         representative_data: Any = None,
         *,
-        mode: str = "int8",
+        mode: str | None = None,
         kernels: str = "xnnpack",
         num_threads: int = 1,
         via: str = "saved_model",
     ) -> Any:
-        from .tflite import TFLiteRunner, convert
+        from .tflite.converter import convert
+        from .tflite.runner import Origin, TFLiteRunner, is_tflite_source
 
         content = convert(source, representative_data, mode=mode, cache_dir=cache_dir, via=via)
         runner = TFLiteRunner(content, kernels=kernels, num_threads=num_threads)
-        if mode == "int8" and not isinstance(source, (bytes, bytearray, memoryview)):
-            runner.origin = (source, representative_data)
+        if not is_tflite_source(source):  # a float model: blame's default reference
+            runner.origin = Origin(source, representative_data, mode or "int8", cache_dir, via)
         return runner
 
     return factory

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("keras", reason="Keras/TensorFlow not installed: pytest-quant[tf]")
+keras = pytest.importorskip("keras", reason="Keras/TensorFlow not installed: pytest-quant[tf]")
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed: pytest-quant[tf]")
 
-from pytest_quant import assert_tflite_close
-from pytest_quant.tflite import TFLiteRunner, convert, layer_errors
+from pytest_quant import assert_tflite_close  # noqa: E402
+from pytest_quant.tflite import TFLiteRunner, convert, layer_errors  # noqa: E402
+from pytest_quant.tflite.flatbuffer import decode, read_model  # noqa: E402
 
-from . import models
+from . import models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +35,13 @@ def test_bad_calibration_fails_and_blames_layers(mlp, tflite_cache):
         assert_tflite_close(runner, mlp, models.data((64,), n=100, seed=2))
     msg = str(info.value)
     assert "rms error" in msg and "bound 2%" in msg
-    assert "layers adding the most error (3 of 3, RMSE in steps of each layer's scale" in msg
+    assert "layers adding the most error (3 of 3 tensors, ranked by 'added'" in msg
     table = msg.split("about 0.29 is ideal):\n")[1].splitlines()
-    worst = table[1].split()
-    assert float(worst[0]) > 10.0  # measured: 794 steps
-    assert worst[-1].startswith("mlp_1/dense_1/MatMul")  # the first layer, clipped by calibration
+    assert "culprit" in table[0]  # how to read accumulated vs added error
+    worst = table[2].split()
+    assert float(worst[1]) > 10.0  # rmse/scale; measured: 794 steps
+    first = decode(read_model(runner.content))[0]  # the first layer, clipped by calibration
+    assert worst[-2] == first.name == "FULLY_CONNECTED" and worst[-1] == first.outputs[0].name
 
 
 def test_layer_errors_on_demand(mlp, tflite_cache):
@@ -48,9 +51,28 @@ def test_layer_errors_on_demand(mlp, tflite_cache):
     assert all(0.0 < e.rmse_per_scale < 2.0 and e.scale > 0 for e in errors)
 
 
-def test_blame_unavailable_without_source(mlp, tflite_cache):
+def test_blame_uses_the_reference_model_without_a_source(mlp, tflite_cache):
     runner = TFLiteRunner(
         convert(mlp, models.data((64,), n=200) * 0.02, mode="int8", cache_dir=tflite_cache)
     )
-    with pytest.raises(AssertionError, match=r"per-layer blame unavailable: per-layer blame needs"):
-        assert_tflite_close(runner, mlp, models.data((64,), n=100, seed=2))
+    x = models.data((64,), n=100, seed=2)
+    with pytest.raises(AssertionError, match=r"layers adding the most error \(3 of 3"):
+        assert_tflite_close(runner, mlp, x)  # the Keras reference is converted to float
+    outputs = mlp.predict(x, verbose=0)
+    with pytest.raises(AssertionError, match=r"per-tensor blame unavailable: the reference is"):
+        assert_tflite_close(runner, outputs, x)  # outputs alone: nothing to compare with
+
+
+def test_list_outputs_of_a_keras_model(tflite_cache):
+    keras.utils.set_random_seed(7)
+    a = keras.Input((4,), name="a")
+    h = keras.layers.Dense(8, activation="relu")(a)
+    wide = keras.layers.Dense(5, name="wide")(h)
+    narrow = keras.layers.Dense(2, name="narrow", activation="tanh")(h)
+    model = keras.Model(a, [wide, narrow])  # outputs as a list: predict returns a list
+    runner = TFLiteRunner(convert(model, models.data((4,), n=100), mode="int8",
+                                  cache_dir=tflite_cache))  # fmt: skip
+    assert_tflite_close(runner, model, models.data((4,), n=50, seed=1), tolerance=0.05)
+    swapped = keras.Model(a, [narrow, wide])  # the same outputs, the other way round
+    with pytest.raises(ValueError, match="shape"):
+        assert_tflite_close(runner, swapped, models.data((4,), n=50, seed=1))

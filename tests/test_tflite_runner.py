@@ -114,3 +114,29 @@ def test_bad_inputs(mlp_int8):
     truncated = content[: len(content) // 2]
     with pytest.raises(ValueError, match="LiteRT cannot load this model"):
         TFLiteRunner(truncated)
+
+
+def test_a_tflite_path_as_str_or_path(mlp_int8, tmp_path):
+    _, content = mlp_int8
+    path = tmp_path / "model_int8.tflite"
+    path.write_bytes(content)
+    x = models.data((64,), n=20, seed=4)
+    expected = TFLiteRunner(content).quantized(x)
+    for given in (str(path), path):
+        np.testing.assert_array_equal(TFLiteRunner(given).quantized(x), expected)
+    with pytest.raises(ValueError, match="is not a file"):
+        TFLiteRunner(str(tmp_path / "missing.tflite"))
+
+
+def test_a_converted_tflite_takes_no_mode_or_calibration_data(mlp_int8, tmp_path):
+    _, content = mlp_int8
+    path = tmp_path / "model_int8.tflite"
+    path.write_bytes(content)
+    assert convert(path) == convert(str(path)) == convert(content) == content
+    with pytest.raises(ValueError, match=r"already-converted .tflite \(int8 \(full integer\)\), "
+                       r"used as it is: representative_data cannot apply"):  # fmt: skip
+        convert(path, models.data((64,), n=10))
+    with pytest.raises(ValueError, match=r"mode='float16' cannot apply"):
+        convert(str(path), mode="float16")
+    with pytest.raises(ValueError, match=r"mode='int8' cannot apply"):
+        convert(content, mode="int8")

@@ -1,6 +1,7 @@
-"""The TFLite layer: conversion in every post-training mode, the LiteRT runner, the spec
-linter. The only part of pytest-quant that touches TensorFlow, and only lazily:
-importing this package imports neither TensorFlow nor LiteRT.
+"""The TFLite layer: conversion in every post-training mode, the LiteRT runner, scheme
+detection and the spec linter, per-tensor blame. The only part of pytest-quant that
+touches TensorFlow, and only lazily: importing this package imports neither TensorFlow
+nor LiteRT.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ _EXPORTS = {
     "assert_tflite_spec": ".spec",
     "lint_tflite": ".spec",
     "Violation": ".spec",
+    "SCHEMES": ".scheme",
+    "detect_scheme": ".scheme",
+    "detect_weight_types": ".scheme",
     "assert_tflite_close": ".checks",
-    "layer_errors": ".converter",
-    "LayerError": ".converter",
+    "layer_errors": ".blame",
+    "LayerError": ".blame",
+    "Blame": ".blame",
 }
 
 __all__ = [
     "MODES",
+    "SCHEMES",
+    "Blame",
     "ConversionError",
     "LayerError",
     "Outputs",
@@ -33,14 +40,18 @@ __all__ = [
     "assert_tflite_close",
     "assert_tflite_spec",
     "convert",
+    "detect_scheme",
+    "detect_weight_types",
     "layer_errors",
     "lint_tflite",
 ]
 
 if TYPE_CHECKING:
+    from .blame import Blame, LayerError, layer_errors
     from .checks import assert_tflite_close
-    from .converter import MODES, ConversionError, LayerError, convert, layer_errors
+    from .converter import MODES, ConversionError, convert
     from .runner import Outputs, TFLiteRunner
+    from .scheme import SCHEMES, detect_scheme, detect_weight_types
     from .spec import Violation, assert_tflite_spec, lint_tflite
 
 

@@ -1,14 +1,27 @@
-"""Model-level checks on a converted model, with per-layer blame when they fail."""
+"""Model-level checks on a converted model, with per-tensor blame when they fail."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..assertions import assert_quant_close
-from .converter import ConversionError, blame_table
+from .blame import HOW_TO_READ
 
 BLAME_ROWS = 5
 IDEAL_RMSE_PER_SCALE = 12**-0.5  # uniform rounding error: 0.29 steps
+
+
+def _is_tflite_runner(obj: Any) -> bool:
+    return hasattr(obj, "content") and hasattr(obj, "quantized") and callable(obj)
+
+
+def _expected(reference: Any, x: Any) -> Any:
+    if _is_tflite_runner(reference):
+        return reference(x)
+    if hasattr(reference, "predict"):
+        return reference.predict(x, verbose=0)
+    return reference
 
 
 def assert_tflite_close(
@@ -22,11 +35,17 @@ def assert_tflite_close(
 ) -> None:
     """Assert the TFLite model's outputs on ``x`` are close to the float ``reference``.
 
-    ``reference`` is the float model (anything with ``predict``) or its outputs. The
-    bound is :func:`pytest_quant.assert_quant_close`'s. When it fails and the runner
-    knows its float source (``quant_tflite(model, representative_data, mode="int8")``),
-    the message adds the layers that add the most error, from TF's QuantizationDebugger
-    (RMSE in steps of each layer's scale; about 0.29 is ideal).
+    :param runner: the quantized model's :class:`~pytest_quant.tflite.TFLiteRunner`.
+    :param reference: the float model (anything with ``predict``, e.g. a Keras model;
+        or a runner of the float ``.tflite``) or its outputs (an array, a list in output
+        order, or a dict by output name).
+    :param blame: on failure, add the tensors whose ops add the most error, comparing the
+        quantized model with a float reference tensor by tensor (see
+        :func:`pytest_quant.tflite.layer_errors`). The reference for that is the float
+        source ``quant_tflite`` converted the runner from, else ``reference`` when it is
+        a model.
+
+    The bound is :func:`pytest_quant.assert_quant_close`'s.
 
     Example::
 
@@ -34,38 +53,75 @@ def assert_tflite_close(
             assert_tflite_close(quant_tflite(model, x_calib), model, x_test)
     """
     __tracebackhide__ = True
-    expected = reference.predict(x, verbose=0) if hasattr(reference, "predict") else reference
+    expected = _expected(reference, x)
     actual = runner(x)
     try:
         if isinstance(actual, dict):
-            for name, value in actual.items():
-                assert_quant_close(value, expected[name], tolerance=tolerance, metric=metric)
+            for i, (name, value) in enumerate(actual.items()):
+                assert_quant_close(
+                    value, _output(expected, name, i), tolerance=tolerance, metric=metric
+                )
         else:
             assert_quant_close(actual, expected, tolerance=tolerance, metric=metric)
     except AssertionError as failure:
         if not blame:
             raise
-        raise AssertionError(f"{failure}\n{_blame(runner, x)}") from None
+        raise AssertionError(f"{failure}\n{_blame(runner, reference, x)}") from None
 
 
-def _blame(runner: Any, x: Any) -> str:
-    try:
-        errors = runner.layer_errors(x)
-    except (ValueError, ConversionError) as exc:
-        return f"  (per-layer blame unavailable: {str(exc).splitlines()[0]})"
+def _output(expected: Any, name: str, i: int) -> Any:
+    """Output ``name`` (the ``i``-th) of the reference's outputs, whatever their form."""
+    if isinstance(expected, dict):
+        if name in expected:
+            return expected[name]
+        if len(expected) > i:
+            return list(expected.values())[i]
+    if isinstance(expected, (list, tuple)):
+        # a converted list-output model names its outputs output_0, output_1, ... in the
+        # Keras order, which need not be the interpreter's order
+        k = int(name[7:]) if name.startswith("output_") and name[7:].isdigit() else i
+        if len(expected) > k:
+            return expected[k]
+    raise ValueError(
+        f"the reference outputs have no output {name!r} (output {i}): give a list in the "
+        "model's output order or a dict by output name"
+    )
+
+
+def _blame(runner: Any, reference: Any, x: Any) -> str:
+    __tracebackhide__ = True
     from ..assertions import record
+    from .converter import ConversionError
 
-    worst = errors[0].rmse_per_scale if errors else 0.0
+    if getattr(runner, "origin", None) is None and not (
+        _is_tflite_runner(reference) or hasattr(reference, "predict")
+    ):
+        return (
+            "  (per-tensor blame unavailable: the reference is outputs, not a model; pass "
+            "the float model or its .tflite runner as reference, or make the runner with "
+            "quant_tflite(model, ...))"
+        )
+    try:
+        errors = runner.layer_errors(x, reference=None if runner.origin is not None else reference)
+    except (ValueError, TypeError, ConversionError, ModuleNotFoundError) as exc:
+        return f"  (per-tensor blame unavailable: {str(exc).splitlines()[0]})"
+    steps = [e.rmse_per_scale for e in errors if math.isfinite(e.rmse_per_scale)]
     record(
         "assert_tflite_close",
         "worst_layer_rmse_per_scale",
-        worst,
+        max(steps, default=0.0),
         IDEAL_RMSE_PER_SCALE,
         False,
-        detail={"layers": [[e.layer, e.rmse_per_scale] for e in errors]},
+        detail={
+            "layers": [
+                [e.layer, e.rmse_per_scale] for e in errors if math.isfinite(e.rmse_per_scale)
+            ]
+        },
     )
     head = (
-        f"  layers adding the most error ({min(BLAME_ROWS, len(errors))} of {len(errors)}, "
-        "RMSE in steps of each layer's scale; about 0.29 is ideal):"
+        f"  layers adding the most error ({min(BLAME_ROWS, len(errors))} of {len(errors)} "
+        "tensors, ranked by 'added': the RMS error / full scale the op adds over its "
+        "inputs; rmse/scale: the error so far in steps of the tensor's scale, about 0.29 "
+        "is ideal):"
     )
-    return "\n".join([head, *blame_table(errors, top=BLAME_ROWS)])
+    return "\n".join([head, f"  ({HOW_TO_READ})", *errors.table(top=BLAME_ROWS)])

@@ -172,12 +172,12 @@ def convert(
     source: Any,
     representative_data: Any = None,
     *,
-    mode: str = "int8",
+    mode: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     timeout: float = 600.0,
     via: str = "saved_model",
 ) -> bytes:
-    """Return the TFLite flatbuffer of ``source`` converted in ``mode``.
+    """Return the TFLite flatbuffer of ``source`` converted in ``mode`` (default int8).
 
     :param source: a Keras model, Keras 3 or Keras 2 (``tf_keras``: what TensorFlow Model
         Optimization builds, e.g. ``tfmot.quantization.keras.quantize_model(model)``), a
@@ -209,24 +209,26 @@ def convert(
         int8 via ``"keras"`` and converts it via ``"saved_model"``.
     :raises ConversionError: the converter failed or crashed (its message, the route and
         the TF version are in the error, with a hint when the cause is plain).
-    :raises ValueError: an unknown ``mode`` or ``via``, bad representative data, or
-        ``"int16x8"`` without it (the converter would return a float model).
+    :raises ValueError: an unknown ``mode`` or ``via``, bad representative data,
+        ``"int16x8"`` without it (the converter would return a float model), or a
+        ``mode`` or ``representative_data`` given with an already-converted ``.tflite``
+        (it is returned as it is: neither would apply).
 
     Example::
 
         content = convert(keras_model, x_train[:200], mode="int8", cache_dir=".cache")
         reference = convert(keras_model, mode="float", cache_dir=".cache")
     """
-    if mode not in (*MODES, REFERENCE_MODE):
+    if mode is not None and mode not in (*MODES, REFERENCE_MODE):
         raise ValueError(f"mode={mode!r}: use one of {', '.join((*MODES, REFERENCE_MODE))}")
     if via not in ("saved_model", "keras"):
         raise ValueError(f"via={via!r}: use 'saved_model' or 'keras'")
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return check_tflite(bytes(source), "the model bytes")
+        return _converted(check_tflite(bytes(source), "the model bytes"), mode, representative_data)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_file():
-            return check_tflite(path.read_bytes(), str(path))
+            return _converted(check_tflite(path.read_bytes(), str(path)), mode, representative_data)
         if not (path / "saved_model.pb").is_file():
             raise ValueError(
                 f"{path} is neither a .tflite file nor a SavedModel directory "
@@ -238,6 +240,7 @@ def convert(
             f"source={type(source).__name__}: pass a Keras model (Keras 3 or tf_keras), a "
             "SavedModel directory, a .tflite path or the model bytes"
         )
+    mode = mode or "int8"
     rep = _representative(representative_data) if mode in CALIBRATED_MODES else None
     if mode == "int16x8" and rep is None:
         raise ValueError(
@@ -271,6 +274,26 @@ def convert(
         }
         _atomic_write(cache / f"{key}.json", json.dumps(meta).encode())
     return content
+
+
+def _converted(content: bytes, mode: str | None, representative_data: Any) -> bytes:
+    """An already-converted model, returned as it is; a mode or calibration data given
+    with it would be silently ignored, so they are an error that says so."""
+    if mode is None and representative_data is None:
+        return content
+    from .scheme import describe, detect_scheme
+
+    given = " and ".join(
+        w
+        for w, v in (("representative_data", representative_data), (f"mode={mode!r}", mode))
+        if v is not None
+    )
+    raise ValueError(
+        f"the source is an already-converted .tflite ({describe(detect_scheme(content))}), "
+        f"used as it is: {given} cannot apply to it. Pass the float model (Keras or "
+        "SavedModel) to convert it, or drop the argument; to quantize a float .tflite use "
+        "ai-edge-quantizer"
+    )
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,11 @@ as one invocation: the input tensor is resized to the batch once, not per sample
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,10 +51,13 @@ def _qparams(detail: Mapping[str, Any]) -> QuantParams | None:
 class TFLiteRunner:
     """A LiteRT interpreter around one model, with explicit, recorded options.
 
-    :param content: the ``.tflite`` bytes.
+    :param content: the ``.tflite`` bytes, or the path of a ``.tflite`` file.
     :param kernels: ``"xnnpack"`` (default delegate), ``"builtin"`` (optimized kernels,
         no delegate) or ``"reference"`` (reference kernels, an oracle).
     :param num_threads: interpreter threads.
+    :param preserve_all_tensors: keep every intermediate tensor readable after a run
+        (what per-tensor blame needs; more memory, and with XNNPACK the delegated
+        tensors are still not kept, so blame uses ``kernels="builtin"``).
 
     Example::
 
@@ -60,13 +67,22 @@ class TFLiteRunner:
         runner.output_qparams           # QuantParams of the output
     """
 
-    def __init__(self, content: bytes, *, kernels: str = "xnnpack", num_threads: int = 1) -> None:
+    def __init__(
+        self,
+        content: bytes | str | os.PathLike[str],
+        *,
+        kernels: str = "xnnpack",
+        num_threads: int = 1,
+        preserve_all_tensors: bool = False,
+    ) -> None:
         if kernels not in KERNELS:
             raise ValueError(f"kernels={kernels!r}: use one of {', '.join(KERNELS)}")
         if not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"num_threads={num_threads!r} must be an int >= 1")
-        self.content = check_tflite(bytes(content), "content")
-        self.options = {"kernels": kernels, "num_threads": num_threads}
+        self.content = read_tflite(content)
+        self.options: dict[str, Any] = {"kernels": kernels, "num_threads": num_threads}
+        if preserve_all_tensors:
+            self.options["preserve_all_tensors"] = True
         lite = require("ai_edge_litert.interpreter")
         resolver = {
             "xnnpack": lite.OpResolverType.AUTO,
@@ -74,11 +90,14 @@ class TFLiteRunner:
             "reference": lite.OpResolverType.BUILTIN_REF,
         }[kernels]
         try:
-            self._it = lite.Interpreter(
-                model_content=self.content,
-                num_threads=num_threads,
-                experimental_op_resolver_type=resolver,
-            )
+            with warnings.catch_warnings():  # LiteRT warns that preserving is for debugging
+                warnings.simplefilter("ignore", UserWarning)
+                self._it = lite.Interpreter(
+                    model_content=self.content,
+                    num_threads=num_threads,
+                    experimental_op_resolver_type=resolver,
+                    experimental_preserve_all_tensors=preserve_all_tensors,
+                )
             self._it.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise ValueError(f"LiteRT cannot load this model: {exc}") from None
@@ -86,7 +105,17 @@ class TFLiteRunner:
         self._outputs = self._it.get_output_details()
         self._shapes = {d["index"]: tuple(int(s) for s in d["shape"]) for d in self._inputs}
         self._names = self._signature_names()
-        self.origin: tuple[Any, Any] | None = None  # (float source, calibration data)
+        self._origin: Origin | None = None
+
+    @property
+    def origin(self) -> Origin | None:
+        """Where the model came from (``quant_tflite`` records it): the float source is
+        the default reference of :meth:`layer_errors`."""
+        return self._origin
+
+    @origin.setter
+    def origin(self, value: Any) -> None:  # an Origin, or (source, representative_data)
+        self._origin = value if value is None or isinstance(value, Origin) else Origin(*value)
 
     def _signature_names(self) -> dict[int, str]:
         """Tensor index -> the name users gave (the signature's keys), when there is one
@@ -172,10 +201,23 @@ class TFLiteRunner:
             )
         return np.ascontiguousarray(arr)
 
-    def quantized(self, x: Any) -> Any:
-        """Run a batch; return the raw outputs (integer codes for a quantized output)."""
+    def invoke(self, x: Any) -> None:
+        """Run a batch and keep the interpreter's tensors (see :meth:`tensor`)."""
         self._feed(x)
         self._it.invoke()
+
+    def tensor(self, index: int) -> np.ndarray:
+        """A copy of tensor ``index`` after :meth:`invoke` (intermediate tensors need
+        ``preserve_all_tensors=True``)."""
+        return np.array(self._it.get_tensor(index))
+
+    def tensor_detail(self, index: int) -> dict[str, Any]:
+        """LiteRT's details of tensor ``index``: name, dtype, quantization parameters."""
+        return dict(self._it._get_tensor_details(index, 0))
+
+    def quantized(self, x: Any) -> Any:
+        """Run a batch; return the raw outputs (integer codes for a quantized output)."""
+        self.invoke(x)
         outs = Outputs(
             (self._names[d["index"]], self._it.get_tensor(d["index"]).copy()) for d in self._outputs
         )
@@ -192,15 +234,60 @@ class TFLiteRunner:
             outs[name] = dequantize(arr, qp) if qp is not None else arr.astype(np.float32)
         return outs if many else outs[0]
 
-    def layer_errors(self, x: Any) -> list[Any]:
-        """Per-layer error table on inputs ``x`` (worst first); needs the float source the
-        runner was converted from (``quant_tflite`` records it). See
-        :func:`pytest_quant.tflite.converter.layer_errors`."""
-        if self.origin is None or self.origin[1] is None:
-            raise ValueError(
-                "per-layer blame needs the float model and its calibration data: "
-                "create the runner with quant_tflite(model, representative_data)"
-            )
-        from .converter import layer_errors
+    def layer_errors(self, x: Any, reference: Any = None) -> list[Any]:
+        """Per-tensor error against a float reference on inputs ``x``, worst first.
 
-        return layer_errors(self.origin[0], self.origin[1], x)
+        :param reference: the float model: a ``.tflite`` path or bytes, a Keras model or
+            a SavedModel directory (converted to a float ``.tflite``, cached). ``None``:
+            the float source this runner was converted from by ``quant_tflite``.
+
+        See :func:`pytest_quant.tflite.layer_errors`.
+        """
+        from .blame import layer_errors
+
+        if reference is None:
+            if self.origin is None:
+                raise ValueError(
+                    "per-tensor blame needs the float reference: pass it, "
+                    "runner.layer_errors(x, reference=float_model_or_tflite) (a float "
+                    ".tflite works without TensorFlow)"
+                )
+            reference = self.origin.source
+        cache_dir = self.origin.cache_dir if self.origin is not None else None
+        return layer_errors(self, x, reference=reference, cache_dir=cache_dir)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What a runner was converted from (the float source is blame's default reference)."""
+
+    source: Any
+    representative_data: Any = None
+    mode: str = "int8"
+    cache_dir: str | None = None
+    via: str = "saved_model"
+
+
+def is_tflite_source(source: Any) -> bool:
+    """Whether ``source`` is an already-converted model: bytes or a file's path (a
+    SavedModel is a directory)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return True
+    return isinstance(source, (str, os.PathLike)) and Path(source).is_file()
+
+
+def read_tflite(model: Any) -> bytes:
+    """The bytes of a ``.tflite`` model given as bytes, a path (``str`` or ``Path``) or a
+    runner; ``ValueError`` naming the source when it is not a TFLite flatbuffer."""
+    if hasattr(model, "content"):
+        return bytes(model.content)
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise ValueError(f"{path} is not a file: pass a .tflite path or the model bytes")
+        return check_tflite(path.read_bytes(), str(path))
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return check_tflite(bytes(model), "the model bytes")
+    raise TypeError(
+        f"expected a .tflite model (bytes, a path or a runner), got {type(model).__name__}"
+    )
