@@ -22,11 +22,17 @@ def float_tflite(keras_model: Any, cache_dir: Path) -> bytes:
 
 
 def quantize(
-    float_content: bytes, recipe_name: str, samples: np.ndarray, *, regex: str | None = None
+    float_content: bytes,
+    recipe_name: str,
+    samples: np.ndarray,
+    *,
+    regex: str | None = None,
+    batch: int = 1,
 ) -> bytes:
     """``float_content`` quantized by the AEQ recipe ``recipe_name`` (calibrated on
-    ``samples``, one at a time, when the recipe needs it); ``regex`` restricts the recipe
-    to the ops whose output names match (a selective recipe: the rest stays float)."""
+    ``samples`` when the recipe needs it: ``batch`` samples per calibration step, and
+    only the first 50 when one at a time); ``regex`` restricts the recipe to the ops
+    whose output names match (a selective recipe: the rest stays float)."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import quantizer, recipe
 
@@ -42,7 +48,8 @@ def quantize(
             signatures = Interpreter(model_content=float_content).get_signature_list()
             key = next(iter(signatures))
             name = signatures[key]["inputs"][0]
-            batches = [{name: samples[i : i + 1]} for i in range(min(50, len(samples)))]
+            n = len(samples) if batch > 1 else min(50, len(samples))
+            batches = [{name: samples[i : i + batch]} for i in range(0, n, batch)]
             calibration = q.calibrate({key: batches})
         return bytes(q.quantize(calibration, enable_progress_report=False).quantized_model)
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
-# What the TFLite examples take from the user's own conftest.
+# What the TFLite examples take from the user's own conftest: a Keras model, data, and
+# the float and int8 .tflite files a team keeps in its repo (models/).
 CONFTEST = """
 import numpy as np
 import pytest
+from pathlib import Path
 from tests import models
 
 @pytest.fixture(scope="session")
@@ -25,6 +28,15 @@ def x_calib():
 @pytest.fixture(scope="session")
 def x_test():
     return models.data((64,), n=100, seed=1)
+
+@pytest.fixture(scope="session", autouse=True)
+def tflite_files(keras_model, x_calib, pytestconfig):
+    from pytest_quant.tflite import convert
+
+    cache = pytestconfig.rootpath / "cache"
+    Path("models").mkdir(exist_ok=True)
+    Path("models/mlp.tflite").write_bytes(convert(keras_model, mode="float", cache_dir=cache))
+    Path("models/mlp_int8.tflite").write_bytes(convert(keras_model, x_calib, cache_dir=cache))
 """
 
 
@@ -32,9 +44,33 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
 
 
+def _imports(block: str) -> set[str]:
+    """The top-level modules a block imports."""
+    names = set()
+    for node in ast.walk(ast.parse(block)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _runs_here(block: str, has_tf: bool) -> bool:
+    """A block runs where what it imports is installed; TFLite blocks need TensorFlow
+    (the conftest converts the models they use)."""
+    if not has_tf and ("quant_tflite" in block or "TFLiteRunner" in block):
+        return False
+    return all(importlib.util.find_spec(m) is not None for m in _imports(block))
+
+
+def test_every_route_block_is_recognised():
+    routes = [b for b in _python_blocks() if _imports(b) & {"tf_keras", "ai_edge_quantizer"}]
+    assert len(routes) == 2
+
+
 def test_readme_examples_pass(pytester, monkeypatch):
     has_tf = importlib.util.find_spec("keras") is not None
-    blocks = [b for b in _python_blocks() if has_tf or "quant_tflite" not in b]
+    blocks = [b for b in _python_blocks() if _runs_here(b, has_tf)]
     assert len(blocks) >= 4
     monkeypatch.setenv("PYTHONPATH", str(README.parent))
     pytester.makeconftest(CONFTEST if has_tf else "")
