@@ -234,3 +234,16 @@ def test_gate_catches_ai_edge_quantizer_calibrated_one_sample_at_a_time(tflite_c
         assert_tflite_close(TFLiteRunner(one_by_one), reference, x)
     msg = str(info.value)
     assert "rms error = 4." in msg and "layers adding the most error (3 of 3 tensors" in msg
+
+
+def test_non_finite_tensors_rank_first_and_are_never_averaged_away(
+    mlp, tflite_cache, float_tflite, x_test
+):
+    quantized = convert(mlp, models.data((64,), n=200), mode="int8", cache_dir=tflite_cache)
+    model = read_model(quantized)
+    last = decode(model)[-1].outputs[0]
+    model.subgraphs[0].tensors[last.index].quantization.scale = [float("inf")]
+    errors = layer_errors(write_model(model), x_test, reference=float_tflite)
+    assert errors[0].layer == last.name and math.isinf(errors[0].rmse)
+    assert math.isinf(errors[0].added) and all(math.isfinite(e.rmse) for e in errors[1:])
+    assert errors.table()[1].split()[:3] == ["inf", "-", "inf"]  # added, steps, rmse

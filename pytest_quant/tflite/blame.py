@@ -101,7 +101,9 @@ def blame_table(errors: list[LayerError], *, top: int | None = None) -> list[str
 
 def _fmt(v: float, spec: str) -> str:
     width = int(spec.split(".")[0])
-    return format(v, spec) if math.isfinite(v) else "-".rjust(width)
+    if math.isnan(v):  # not applicable: a float tensor has no scale
+        return "-".rjust(width)
+    return format(v, spec) if math.isfinite(v) else "inf".rjust(width)
 
 
 class _Graph:
@@ -185,6 +187,7 @@ class _Acc:
     """Running error statistics of one tensor over the chunks of a batch."""
 
     n: int = 0
+    nonfinite: int = 0
     sq: float = 0.0
     total: float = 0.0
     max_abs: float = 0.0
@@ -194,6 +197,10 @@ class _Acc:
 
     def add(self, actual: np.ndarray, reference: np.ndarray) -> None:
         err = actual.astype(np.float64) - reference.astype(np.float64)
+        bad = ~np.isfinite(err)
+        if bad.any():  # NaN/Inf in the quantized model: never averaged away
+            self.nonfinite += int(bad.sum())
+            err = np.where(bad, np.inf, err)
         self.n += err.size
         self.sq += float(np.sum(err * err))
         self.total += float(np.sum(err))
@@ -205,6 +212,8 @@ class _Acc:
 
     @property
     def rmse(self) -> float:
+        if self.nonfinite:
+            return math.inf
         return math.sqrt(self.sq / self.n) if self.n else math.nan
 
     @property
@@ -231,7 +240,8 @@ def _dequantized(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray | None
         shape = [1] * value.ndim
         shape[int(q.get("quantized_dimension", 0))] = scales.size
         scales, zeros = scales.reshape(shape), zeros.reshape(shape)
-    return (value.astype(np.float64) - zeros) * scales
+    with np.errstate(invalid="ignore", over="ignore"):  # a broken scale: NaN/Inf, ranked
+        return (value.astype(np.float64) - zeros) * scales
 
 
 def _scale(detail: dict[str, Any]) -> float:
@@ -317,13 +327,9 @@ def layer_errors(
 def reference_tflite(reference: Any, cache_dir: str | os.PathLike[str] | None = None) -> bytes:
     """The float ``.tflite`` bytes of ``reference`` (converted when it is a Keras model or
     a SavedModel directory)."""
-    if isinstance(reference, (bytes, bytearray, memoryview)) or hasattr(reference, "content"):
-        from .runner import read_tflite
+    from .runner import is_tflite_source, read_tflite
 
-        return read_tflite(reference)
-    if isinstance(reference, (str, os.PathLike)) and os.path.isfile(reference):
-        from .runner import read_tflite
-
+    if is_tflite_source(reference) or hasattr(reference, "content"):
         return read_tflite(reference)
     from .converter import convert
 
@@ -390,12 +396,20 @@ def blame(quantized: bytes, reference: bytes, x: Any, *, chunk: int = CHUNK) -> 
                     mean_error=acc.total / acc.n,
                     op=op.name,
                     rmse_fs=fs[t.index],
-                    added=fs[t.index] - max(inputs, default=0.0),
+                    added=_added(fs[t.index], inputs),
                 )
             )
     unmatched += [f"{_name(qg, qi)} (not comparable: shape or type)" for qi in sorted(skipped)]
     rows.sort(key=lambda e: (-e.added, -e.rmse_fs))
     return Blame(rows, unmatched, n)
+
+
+def _added(out: float, inputs: list[float]) -> float:
+    """What an op adds over its worst input; non-finite error that came in is not added."""
+    worst_in = max(inputs, default=0.0)
+    if math.isinf(out) and math.isinf(worst_in):
+        return 0.0
+    return out - worst_in
 
 
 def _name(graph: _Graph, index: int) -> str:
