@@ -245,9 +245,10 @@ def assert_accuracy_drop(
     Outputs are logits / probabilities ``(n, classes)`` or class ids ``(n,)``; labels are
     class ids or one-hot. The default ``max_drop`` is the test's ``--quant-tolerance``.
     The message gives both accuracies, the agreement rate of the two models and a 95%
-    confidence interval of the drop (paired, normal approximation). When that interval
-    is wider than the bound the check passes with a :class:`QuantWarning`: the
-    evaluation set is too small to resolve the bound.
+    confidence interval of the drop (paired, normal approximation). A drop over the
+    bound fails whatever that interval (a gate never passes on a measured excess). A
+    drop within the bound whose interval is wider than the bound passes with a
+    :class:`QuantWarning`: the evaluation set is too small to resolve the bound.
 
     Example::
 

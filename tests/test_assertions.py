@@ -129,6 +129,17 @@ def test_accuracy_drop_small_set_warns():
         assert_accuracy_drop(quant, float_, labels, max_drop=0.02)
 
 
+def test_accuracy_drop_over_the_bound_fails_even_with_a_wide_interval():
+    # the case that contradicted the docstring: drop 2.5 points, interval [-0.74, 5.74]
+    labels = np.arange(80) % 4
+    float_pred, quant_pred = labels.copy(), labels.copy()
+    quant_pred[:4] = (labels[:4] + 1) % 4  # float 100%, quantized 95%
+    float_pred[4:6] = (labels[4:6] + 1) % 4  # float 97.5%: drop 2.5 points
+    with pytest.raises(AssertionError, match=r"dropped by 2.5 points") as info:
+        assert_accuracy_drop(quant_pred, float_pred, labels, max_drop=0.02)
+    assert "95% confidence interval" in str(info.value)
+
+
 def test_accuracy_drop_misuse():
     with pytest.raises(ValueError, match=r"integer class ids of shape \(n,\)"):
         assert_accuracy_drop(np.zeros(3), np.zeros(3), np.zeros(3, int))
