@@ -50,10 +50,13 @@ def record(
     *,
     at_least: bool = False,
     detail: dict[str, Any] | None = None,
+    info: bool = False,
 ) -> None:
     """Record one check's figures; ``margin`` is how far inside the bound it stayed
     (negative: by how much it broke it), whichever way the bound points. ``detail``
-    (an LSB histogram, per-layer errors) feeds the plots of ``--quant-report-dir``."""
+    (an LSB histogram, per-layer errors) feeds the plots of ``--quant-report-dir``.
+    ``info`` marks figures that explain another check's failure (per-layer blame): shown
+    as ``info``, never counted as a check of their own."""
     margin = value - bound if at_least else bound - value
     entry: dict[str, Any] = {
         "check": check,
@@ -65,6 +68,8 @@ def record(
     }
     if detail:
         entry["detail"] = detail
+    if info:
+        entry["info"] = True
     _settings.record(entry)
 
 

@@ -39,6 +39,8 @@ def histogram_line(hist: dict[int, int], *, label: str = "|error| in LSB") -> st
 
 def bound_line(origin: str, source: str) -> str:
     """Where the bound came from and how to change it."""
+    if origin.startswith("the argument"):  # it beats options, ini and marker
+        return f"  bound from {origin}; change it in the call"
     return f"  bound from {origin}; change it with {source}"
 
 

@@ -39,6 +39,12 @@ def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
 
 
+def counts(records: list[dict[str, Any]]) -> tuple[int, int]:
+    """(checks, failed checks); info records (blame behind a failure) are not checks."""
+    checks = [r for r in records if not r.get("info")]
+    return len(checks), sum(not r["passed"] for r in checks)
+
+
 def table(records: list[dict[str, Any]], *, report_path: str | None = None) -> list[str]:
     """Lines of the terminal summary: one row per check, worst first, capped."""
     rows = worst_first(records)
@@ -51,7 +57,7 @@ def table(records: list[dict[str, Any]], *, report_path: str | None = None) -> l
             _num(r["value"]),
             _num(r["bound"]),
             _num(r["margin"]),
-            "ok" if r["passed"] else "FAIL",
+            "info" if r.get("info") else "ok" if r["passed"] else "FAIL",
         )
         for r in shown
     ]
@@ -61,8 +67,8 @@ def table(records: list[dict[str, Any]], *, report_path: str | None = None) -> l
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
         for row in [head, *cells]
     ]
-    failed = sum(not r["passed"] for r in records)
-    lines.append(f"{len(records)} quant checks, {failed} failed")
+    checks, failed = counts(records)
+    lines.append(f"{checks} quant checks, {failed} failed")
     if len(rows) > len(shown):
         where = (
             f" (all of them in {report_path})"
@@ -81,7 +87,7 @@ def write_json(
     target.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         **meta,
-        "summary": {"checks": len(records), "failed": sum(not r["passed"] for r in records)},
+        "summary": dict(zip(("checks", "failed"), counts(records), strict=True)),
         "records": sorted(records, key=lambda r: (str(r.get("test_id")), r["check"], r["metric"])),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)

@@ -21,3 +21,9 @@ def test_bound_line_names_the_source():
     assert messages.bound_line("ini quant_tolerance = 0.05", "--quant-tolerance") == (
         "  bound from ini quant_tolerance = 0.05; change it with --quant-tolerance"
     )
+
+
+def test_bound_line_of_an_argument_says_to_change_the_call():
+    # an argument beats options, ini and marker: pointing at them would not help
+    line = messages.bound_line("the argument tolerance=1e-06", "--quant-tolerance")
+    assert line == "  bound from the argument tolerance=1e-06; change it in the call"

@@ -14,7 +14,6 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 CONFTEST = """
 import numpy as np
 import pytest
-from pathlib import Path
 from tests import models
 
 @pytest.fixture(scope="session")
@@ -33,10 +32,10 @@ def x_test():
 def tflite_files(keras_model, x_calib, pytestconfig):
     from pytest_quant.tflite import convert
 
-    cache = pytestconfig.rootpath / "cache"
-    Path("models").mkdir(exist_ok=True)
-    Path("models/mlp.tflite").write_bytes(convert(keras_model, mode="float", cache_dir=cache))
-    Path("models/mlp_int8.tflite").write_bytes(convert(keras_model, x_calib, cache_dir=cache))
+    cache, models_dir = pytestconfig.rootpath / "cache", pytestconfig.rootpath / "models"
+    models_dir.mkdir(exist_ok=True)
+    (models_dir / "mlp.tflite").write_bytes(convert(keras_model, mode="float", cache_dir=cache))
+    (models_dir / "mlp_int8.tflite").write_bytes(convert(keras_model, x_calib, cache_dir=cache))
 """
 
 
@@ -74,8 +73,8 @@ def test_readme_examples_pass(pytester, monkeypatch):
     assert len(blocks) >= 4
     monkeypatch.setenv("PYTHONPATH", str(README.parent))
     pytester.makeconftest(CONFTEST if has_tf else "")
-    for i, block in enumerate(blocks):
-        pytester.makepyfile(**{f"test_readme_{i}": "import pytest\nimport numpy as np\n" + block})
+    for i, block in enumerate(blocks):  # as written: a block imports what it uses
+        pytester.makepyfile(**{f"test_readme_{i}": block})
     # first run: the golden example writes its golden; second run: it is checked
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")

@@ -50,3 +50,13 @@ def test_json_write_failure_leaves_no_partial_file(tmp_path):
 def test_round_trip_through_user_properties():
     props = [("other", 1), (report.PROPERTY, json.dumps(_rec("a", 0.01, 0.02, True)))]
     assert report.from_user_properties(props) == [_rec("a", 0.01, 0.02, True)]
+
+
+def test_blame_behind_a_failure_is_info_not_a_check(tmp_path):
+    blame = {**_rec("a", 794.2, 0.2887, True, "worst_layer_rmse_per_scale"), "info": True}
+    records = [_rec("a", 0.1, 0.02, False), blame]
+    lines = report.table(records)
+    assert "1 quant checks, 1 failed" in lines
+    assert [ln.split()[-1] for ln in lines[1:3]] == ["FAIL", "info"]
+    report.write_json(tmp_path / "q.json", records, {})
+    assert json.loads((tmp_path / "q.json").read_text())["summary"] == {"checks": 1, "failed": 1}

@@ -203,7 +203,9 @@ def test_blame_of_a_tfmot_qat_model(tflite_cache):
     # the reference is the QAT model itself, converted to float (fake-quant as QDQ pairs)
     errors = layer_errors(runner, x, reference=qat, cache_dir=tflite_cache)
     assert [e.op for e in errors] == ["FULLY_CONNECTED"] * 2 and not errors.unmatched
-    assert all(0.0 < e.rmse_per_scale < 1.0 for e in errors)  # QAT: near rounding error
+    print("\n".join(errors.table()))
+    # compared with what the fake-quant nodes simulate, each layer is within a step
+    assert all(e.rmse_per_scale < 0.3 and abs(e.added) < 0.01 for e in errors)
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "int16x8"])

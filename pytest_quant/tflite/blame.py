@@ -69,6 +69,9 @@ class Blame(list):  # type: ignore[type-arg]
         self.unmatched = unmatched
         self.samples = samples
 
+    def __str__(self) -> str:
+        return "\n".join(self.table())
+
     def table(self, top: int | None = None) -> list[str]:
         """The rows as text lines (``top`` rows if given), and what was not matched."""
         lines = blame_table(self, top=top)
@@ -116,12 +119,27 @@ class _Graph:
         g = model.subgraphs[0]
         self.inputs = [int(i) for i in (g.inputs if g.inputs is not None else [])]
         self.producer: dict[int, Op] = {}
+        self.consumers: dict[int, list[Op]] = {}
         self.names: dict[str, int] = {}
         for op in self.ops:
             for t in op.outputs:
                 self.producer[t.index] = op
                 if op.name not in _CASTS:
                     self.names.setdefault(t.name, t.index)
+            for t in op.inputs:
+                if t is not None:
+                    self.consumers.setdefault(t.index, []).append(op)
+
+    def settled(self, index: int) -> int:
+        """The value tensor ``index`` takes after a QUANTIZE -> DEQUANTIZE pair that alone
+        consumes it: in a float reference made from a QAT model, that pair is the fake
+        quantization, and its output is what the quantized tensor stands for."""
+        users = self.consumers.get(index, [])
+        if len(users) == 1 and users[0].name == "QUANTIZE" and users[0].outputs:
+            after = self.consumers.get(users[0].outputs[0].index, [])
+            if len(after) == 1 and after[0].name == "DEQUANTIZE" and after[0].outputs:
+                return after[0].outputs[0].index
+        return index
 
     def source(self, index: int) -> int:
         """The tensor ``index`` carries, looking through QUANTIZE/DEQUANTIZE of activations."""
@@ -365,9 +383,9 @@ def blame(quantized: bytes, reference: bytes, x: Any, *, chunk: int = CHUNK) -> 
         for qi, ri in pairs.items():
             if qi not in accs or qi in skipped:
                 continue
-            qv, rv = runners[0].tensor(qi), runners[1].tensor(ri)
+            qv, rv = runners[0].tensor(qi), runners[1].tensor(rg.settled(ri))
             actual = _dequantized(qv, runners[0].tensor_detail(qi))
-            expected = _dequantized(rv, runners[1].tensor_detail(ri))
+            expected = _dequantized(rv, runners[1].tensor_detail(rg.settled(ri)))
             if actual is None or expected is None or actual.shape != expected.shape:
                 skipped.add(qi)
                 continue

@@ -111,7 +111,8 @@ def _blame(runner: Any, reference: Any, x: Any) -> str:
         "worst_layer_rmse_per_scale",
         max(steps, default=0.0),
         IDEAL_RMSE_PER_SCALE,
-        False,
+        True,
+        info=True,
         detail={
             "layers": [
                 [e.layer, e.rmse_per_scale] for e in errors if math.isfinite(e.rmse_per_scale)
