@@ -41,6 +41,55 @@ def as_int_array(x: Any, name: str, *, hint: str) -> np.ndarray:
     return arr
 
 
+def int_codes(x: Any, name: str, dtype: str, lo: int, hi: int, *, hint: str) -> np.ndarray:
+    """Return the integer codes ``x`` as int64, rejecting floats and codes outside [lo, hi].
+
+    A float array raises ``TypeError`` (codes are never truncated); a code outside the
+    range raises ``ValueError`` naming the first one, its index and ``dtype``'s range.
+    ``hint`` says what to do instead.
+    """
+    arr = as_int_array(x, name, hint=hint)
+    _require_range(arr, name, lo, hi, f"{dtype}'s range", hint)
+    return arr.astype(np.int64)
+
+
+def whole_numbers(x: Any, name: str, lo: int, hi: int, *, what: str, hint: str) -> np.ndarray:
+    """Return ``x`` as int64: integers, or floats holding whole numbers, in [lo, hi].
+
+    NaN/Inf, fractions and values outside [lo, hi] raise ``ValueError`` naming the first
+    offender and its index; ``what`` names the range, ``hint`` the fix.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like of integers: {exc}") from None
+    if arr.dtype.kind == "f":
+        require_finite(arr, name)
+        fractional = arr != np.trunc(arr)
+        if fractional.any():
+            i = first_index(fractional) if arr.ndim else ()
+            raise ValueError(f"{name}={arr[i].item()!r}{_at(i)} is not a whole number; {hint}")
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}; {hint}")
+    _require_range(arr, name, lo, hi, what, hint)
+    return arr.astype(np.int64)
+
+
+def _require_range(arr: np.ndarray, name: str, lo: int, hi: int, what: str, hint: str) -> None:
+    outside = (arr < lo) | (arr > hi)
+    if outside.any():
+        i = first_index(outside) if arr.ndim else ()
+        value = arr[i].item()
+        raise ValueError(
+            f"{name}={value}{_at(i)} is outside {what} [{lo}, {hi}] "
+            f"({int(outside.sum())} value(s) outside); {hint}"
+        )
+
+
+def _at(index: tuple[int, ...]) -> str:
+    return f" at index {index}" if index else ""
+
+
 def first_index(mask: np.ndarray) -> tuple[int, ...]:
     """The index of the first True element of ``mask``, as plain ints."""
     return tuple(int(v) for v in np.argwhere(mask)[0])

@@ -9,7 +9,7 @@ import numpy as np
 from ._blocks import blockwise
 from ._checks import as_float_array, as_int_array, finite_scalar, first_index, require_finite
 from ._dtypes import INT_RANGES
-from .qparams import QuantParams
+from .qparams import QuantParams, require_qparams
 from .rounding import round_half_away_from_zero
 
 Kernel = Literal["reference", "xnnpack"]
@@ -29,12 +29,14 @@ def quantize(x: Any, qp: QuantParams, *, kernel: Kernel = "reference") -> np.nda
     For int32 (bias) the arithmetic is float64, as the converter's.
 
     :raises ValueError: NaN/Inf or empty input, a per-channel shape mismatch.
+    :raises TypeError: ``qp`` is not a :class:`QuantParams`.
 
     Example::
 
         >>> quantize([0.0, 0.26, 200.0, -1e9], QuantParams(0.1, 3, "int8")).tolist()
         [3, 6, 127, -128]
     """
+    require_qparams(qp, "qp")
     if kernel not in ("reference", "xnnpack"):
         raise ValueError(f"kernel={kernel!r}: use 'reference' or 'xnnpack'")
     arr = as_float_array(x, "x", check_finite=False)
@@ -83,7 +85,7 @@ def dequantize(q: Any, qp: QuantParams) -> np.ndarray:
 
     The product is formed in float64 and rounded once to float32, as the kernel does.
 
-    :raises TypeError: ``q`` is not an integer array.
+    :raises TypeError: ``q`` is not an integer array, ``qp`` not a :class:`QuantParams`.
     :raises ValueError: values outside the dtype's range (a sign of wrap-around upstream).
 
     Example::
@@ -91,6 +93,7 @@ def dequantize(q: Any, qp: QuantParams) -> np.ndarray:
         >>> dequantize([3, 6, 127], QuantParams(0.1, 3, "int8")).tolist()
         [0.0, 0.30000001192092896, 12.40000057220459]
     """
+    require_qparams(qp, "qp")
     arr = as_int_array(q, "q", hint="quantize it first")
     lo, hi = INT_RANGES[qp.dtype]
     outside = (arr < lo) | (arr > hi)

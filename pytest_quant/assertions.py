@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _settings, messages
 from ._checks import as_float_array, as_int_array, finite_scalar, same_shape
+from ._intdiff import int_difference
 from .metrics import compare
 from .qparams import QuantParams
 
@@ -159,7 +160,7 @@ def assert_within_lsb(
         max_mismatch = finite_scalar(max_mismatch, "max_mismatch")
         if not 0.0 <= max_mismatch <= 1.0:
             raise ValueError(f"max_mismatch={max_mismatch} must be a fraction in [0, 1]")
-    diff = a.astype(np.int64) - e.astype(np.int64)
+    diff = int_difference(a, e)  # exact for every dtype pair: int64 or uint64 never wrap
     absdiff = np.abs(diff)
     flat = int(np.argmax(absdiff))
     index = tuple(int(i) for i in np.unravel_index(flat, diff.shape)) if diff.ndim else ()
@@ -190,7 +191,7 @@ def assert_within_lsb(
     if qparams is not None:
         qparams.check_channels(diff.shape)
         scale, _ = qparams.broadcast(diff.ndim)
-        real = float(diff[index] * np.broadcast_to(scale, diff.shape)[index])
+        real = float(diff[index]) * float(np.broadcast_to(scale, diff.shape)[index])
     raise AssertionError(
         messages.lsb_failure(
             max_diff=max_diff,

@@ -174,6 +174,32 @@ class QuantParams:
         )
 
 
+def require_qparams(qp: Any, name: str) -> None:
+    """Raise ``TypeError`` unless ``qp`` is a :class:`QuantParams`, saying how to make one."""
+    if not isinstance(qp, QuantParams):
+        raise TypeError(
+            f"{name} must be a QuantParams, got {type(qp).__name__} ({qp!r:.60}); make one "
+            "from data with qparams_for(x), from a range with choose_qparams(x_min, x_max), "
+            "or directly with QuantParams(scale, zero_point)"
+        )
+
+
+_SCALE_RANGE = "pass a scale in float32's positive range [1.4e-45, 3.4028235e+38]"
+
+
+def _scale_problem(value: float) -> str | None:
+    """What is wrong with a scale that a .tflite file stores as float32, or None."""
+    if not (np.isfinite(value) and value > 0):
+        return "must be finite and > 0"
+    with np.errstate(over="ignore", under="ignore"):
+        s32 = np.float32(value)
+    if np.isinf(s32):
+        return "overflows float32 (max 3.4028235e+38), the type a .tflite file stores scales in"
+    if s32 == 0:
+        return "underflows float32 to 0, the type a .tflite file stores scales in"
+    return None
+
+
 def _validate_scale(scale: Any, axis: int | None) -> Any:
     arr = np.asarray(scale)
     if arr.dtype.kind not in "iuf":
@@ -184,19 +210,20 @@ def _validate_scale(scale: Any, axis: int | None) -> Any:
                 f"scale has shape {arr.shape} but axis=None; per-channel scales need axis="
             )
         value = float(arr)
+        problem = _scale_problem(value)
+        if problem:
+            raise ValueError(f"scale={value!r} {problem}; {_SCALE_RANGE}")
         s32 = float(np.float32(value))
-        if not np.isfinite(value) or not s32 > 0:
-            raise ValueError(f"scale={value!r} must be finite and > 0 (as a float32)")
         return s32
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"per-channel scale must be a non-empty 1-D array, got shape {arr.shape}")
     if int(axis) < 0:
         raise ValueError(f"axis={axis} must be >= 0 (the tensor's channel dimension)")
+    for i, value in enumerate(arr.astype(np.float64).tolist()):
+        problem = _scale_problem(value)
+        if problem:
+            raise ValueError(f"scale[{i}]={value!r} {problem}; {_SCALE_RANGE}")
     channel_scales = arr.astype(np.float32)
-    bad = ~(np.isfinite(arr) & (channel_scales > 0))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"scale[{i}]={float(arr[i])!r} must be finite and > 0 (as a float32)")
     channel_scales.setflags(write=False)
     return channel_scales
 

@@ -6,13 +6,27 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import as_float_array, as_int_array
+
 
 def round_half_away_from_zero(v: Any) -> Any:
     """``std::round`` / ``TfLiteRound``: ties go away from zero, dtype kept.
 
-    Not ``floor(|v| + 0.5)``: in float32 that rounds 0.49999997 up to 1.
+    Not ``floor(|v| + 0.5)``: in float32 that rounds 0.49999997 up to 1. Integers come
+    back unchanged.
+
+    :raises ValueError: NaN/Inf or empty input, as everywhere in the reference math
+        (a NaN would otherwise become an integer code when cast).
+    :raises TypeError: non-numeric input.
+
+    Example::
+
+        >>> round_half_away_from_zero(np.float32([0.5, -2.5, 0.49999997])).tolist()
+        [1.0, -3.0, 0.0]
     """
-    v = np.asarray(v)
+    if np.asarray(v).dtype.kind in "iu":
+        return as_int_array(v, "v", hint="pass numbers")
+    v = as_float_array(v, "v")
     t = np.trunc(v)
     tie = np.abs(v - t) == 0.5  # exact: v - trunc(v) never rounds
     return np.where(tie, t + np.sign(v), np.rint(v)).astype(v.dtype, copy=False)

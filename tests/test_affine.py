@@ -181,3 +181,13 @@ def test_kernels_really_differ_at_ties(litert):
     assert not np.array_equal(ref, xnn)
     np.testing.assert_array_equal(quantize(x, qp), ref)
     np.testing.assert_array_equal(quantize(x, qp, kernel="xnnpack"), xnn)
+
+
+@pytest.mark.parametrize("bad", [None, 0.1, (0.1, 0), "int8"])
+def test_quantize_and_dequantize_want_quant_params(bad):
+    for call in (lambda: quantize([0.5], bad), lambda: dequantize([1], bad)):
+        with pytest.raises(TypeError) as info:
+            call()
+        msg = str(info.value)
+        assert msg.startswith(f"qp must be a QuantParams, got {type(bad).__name__}")
+        assert "qparams_for(x)" in msg and "choose_qparams(x_min, x_max)" in msg

@@ -84,6 +84,47 @@ def test_within_lsb_catches_wrap_around_with_real_units():
     assert "histogram (actual - expected in LSB): -183: 1  0: 2" in msg
 
 
+INT_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
+
+
+@pytest.mark.parametrize("actual_dtype", INT_DTYPES)
+@pytest.mark.parametrize("expected_dtype", INT_DTYPES)
+def test_within_lsb_never_wraps_around_at_dtype_extremes(actual_dtype, expected_dtype):
+    """int64 max vs int64 min differs by 2**64 - 1, uint64 2**63 vs 0 by 2**63: a
+    difference taken in int64 wraps to -1 and 2**63 - 1 ... or to a pass."""
+    a_info, e_info = np.iinfo(actual_dtype), np.iinfo(expected_dtype)
+    for a_value in (int(a_info.min), int(a_info.max), int(a_info.max) // 2 + 1):
+        for e_value in (int(e_info.min), int(e_info.max), int(e_info.max) // 2 + 1):
+            a = np.array([a_value, 0], actual_dtype)
+            e = np.array([e_value, 0], expected_dtype)
+            exact = a_value - e_value
+            if abs(exact) <= 1:
+                assert_within_lsb(a, e)
+                continue
+            with pytest.raises(AssertionError) as info:
+                assert_within_lsb(a, e)
+            msg = str(info.value)
+            assert f"differ by up to {abs(exact)} LSB, bound 1 LSB" in msg
+            assert f"actual {a_value}, expected {e_value} ({exact:+d} LSB)" in msg
+            hist = f"{exact}: 1  0: 1" if exact < 0 else f"0: 1  {exact}: 1"  # ascending
+            assert f"histogram (actual - expected in LSB): {hist}" in msg
+
+
+def test_within_lsb_exact_next_to_the_64_bit_extremes():
+    top = np.array([2**64 - 1, 2**63], np.uint64)
+    assert_within_lsb(top, top - np.uint64(1))  # both above 2**63: a difference of 1
+    assert_within_lsb(np.array([2**63 - 1]), np.array([2**63 - 2]))
+    assert_within_lsb(np.array([-(2**63)]), np.array([-(2**63) + 1]))
+    with pytest.raises(AssertionError, match=r"differ by up to 9223372036854775808 LSB"):
+        assert_within_lsb(np.array([2**63], np.uint64), np.array([0], np.uint64))
+    with pytest.raises(AssertionError, match=r"differ by up to 18446744073709551615 LSB"):
+        assert_within_lsb(np.array([2**63 - 1]), np.array([-(2**63)]))
+    with pytest.raises(AssertionError, match=r"-1\.845e\+19 in real units"):
+        assert_within_lsb(
+            np.array([-(2**63)]), np.array([2**63 - 1]), qparams=QuantParams(1.0, 0, "int32")
+        )
+
+
 def test_within_lsb_misuse():
     with pytest.raises(TypeError, match="integer array"):
         assert_within_lsb(np.zeros(3), np.zeros(3, np.int8))

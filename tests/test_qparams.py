@@ -133,3 +133,30 @@ def test_channel_and_with_axis():
     assert qp.with_axis(3).axis == 3 and qp.with_axis(3).channel(0).scale == 0.5
     with pytest.raises(ValueError, match="per-channel"):
         one.channel(0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"scale": 1e40, "zero_point": 0},
+            r"scale=1e\+40 overflows float32 \(max 3\.4028235e\+38\)",
+        ),
+        ({"scale": 3.5e38, "zero_point": 0}, r"scale=3\.5e\+38 overflows float32"),
+        ({"scale": 1e-50, "zero_point": 0}, r"scale=1e-50 underflows float32 to 0"),
+        (
+            {"scale": [0.1, 1e40], "zero_point": 0, "axis": 0},
+            r"scale\[1\]=1e\+40 overflows float32 \(max 3\.4028235e\+38\)",
+        ),
+    ],
+)
+def test_scales_float32_cannot_hold_are_rejected(kwargs, match):
+    """A .tflite file stores scales as float32: 1e40 would become inf, 1e-50 zero."""
+    with pytest.raises(ValueError, match=match) as info:
+        QuantParams(**kwargs)
+    assert "pass a scale in float32's positive range [1.4e-45, 3.4028235e+38]" in str(info.value)
+
+
+def test_float32_extremes_are_valid_scales():
+    assert QuantParams(float(np.finfo(np.float32).max), 0).scale == np.finfo(np.float32).max
+    assert QuantParams(1e-45, 0).scale > 0  # the smallest subnormal float32
