@@ -126,9 +126,9 @@ class _Graph:
                 self.producer[t.index] = op
                 if op.name not in _CASTS:
                     self.names.setdefault(t.name, t.index)
-            for t in op.inputs:
-                if t is not None:
-                    self.consumers.setdefault(t.index, []).append(op)
+            for i in op.inputs:
+                if i is not None:
+                    self.consumers.setdefault(i.index, []).append(op)
 
     def settled(self, index: int) -> int:
         """The value tensor ``index`` takes after a QUANTIZE -> DEQUANTIZE pair that alone
