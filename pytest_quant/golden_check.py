@@ -11,8 +11,9 @@ import pytest
 
 from . import _settings, messages
 from ._checks import as_float_array
+from ._intdiff import int_difference
 from .assertions import record
-from .golden import GoldenError, describe_fingerprint, fingerprint, read, write
+from .golden import GoldenError, check_name, describe_fingerprint, fingerprint, read, write
 from .metrics import compare
 from .qparams import QuantParams
 
@@ -41,7 +42,7 @@ class QuantGolden:
 
     def path(self, name: str) -> Path:
         """Where golden ``name`` lives (its ``.npz``; the sidecar is ``.json`` beside it)."""
-        return self.directory / f"{name}.npz"
+        return self.directory / f"{check_name(name)}.npz"
 
     def check(
         self,
@@ -60,11 +61,12 @@ class QuantGolden:
         ``QuantParams`` or a dict by output) are stored with the golden; pass ``runner``
         (a ``TFLiteRunner``) to record its model sha256 and interpreter options and to
         take the qparams from it. A missing golden fails, saying how to create it;
-        ``--quant-golden-update`` writes missing or mismatching goldens.
+        ``--quant-golden-update`` writes missing or mismatching goldens. A corrupt golden
+        fails naming the file; it never passes. ``name`` is a plain file name
+        (:data:`pytest_quant.golden.NAME_RULE`), else ``ValueError``.
         """
         __tracebackhide__ = True
-        if not name or any(c in name for c in "/\\") or name.startswith("."):
-            raise ValueError(f"name={name!r}: use a plain file name (no path separators)")
+        check_name(name)
         arrays = _arrays(outputs)
         qps = _qparams(qparams, runner, arrays)
         fp = fingerprint(runner=runner)
@@ -73,17 +75,14 @@ class QuantGolden:
         try:
             golden = read(self.directory, name)
         except GoldenError as exc:
-            problem = str(exc)
+            problem = str(exc)  # names the file, what is wrong and the fix
         if problem is not None:
             if self.update:
                 self._write(name, arrays, qps, fp)
                 return
             if npz.exists():
                 self._on_touch(npz, False)  # checked (and found broken): not unused
-                hint = "fix or delete it, or rewrite it with pytest --quant-golden-update"
-            else:
-                hint = "run pytest --quant-golden-update to write it from this run's outputs"
-            pytest.fail(f"{problem}; {hint}", pytrace=False)
+            pytest.fail(problem, pytrace=False)
         failures = self._compare(name, arrays, golden, fp, max_lsb, tolerance)
         if failures and self.update:
             self._write(name, arrays, qps, fp)
@@ -132,7 +131,7 @@ class QuantGolden:
             if now.dtype.kind in "iu":
                 lsb_bound = s.max_lsb if max_lsb is None else _settings.parse_max_lsb(max_lsb)
                 origin = s.max_lsb_from if max_lsb is None else f"the argument max_lsb={lsb_bound}"
-                diff = now.astype(np.int64) - gold.astype(np.int64)
+                diff = int_difference(now, gold)  # exact: int64/uint64 never wrap
                 worst = int(np.abs(diff).max())
                 values, counts = np.unique(diff, return_counts=True)
                 hist = {int(v): int(c) for v, c in zip(values, counts, strict=True)}

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+
+from pytest_quant import QuantGolden
+from pytest_quant.golden import NAME_RULE
 
 SUITE = """
 import numpy as np
@@ -142,3 +146,71 @@ def test_golden_dir_option_and_misuse(pytester):
     r.assert_outcomes(passed=3)
     assert (pytester.path / "gold" / "x.npz").is_file()
     assert not (pytester.path / "gold" / "n.npz").exists()
+
+
+def test_corrupt_sidecar_fails_naming_file_field_and_fix_then_update_rewrites_it(pytester):
+    _suite(pytester)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
+    side = pytester.path / "golden" / "test_model" / "codes.json"
+    meta = json.loads(side.read_text())
+    del meta["arrays"]["output"]["sha256"]
+    meta["qparams"] = []
+    side.write_text(json.dumps(meta))
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1, failed=1)  # fails, never passes, never crashes the run
+    r.stdout.fnmatch_lines(
+        [
+            "*golden sidecar *codes.json: field 'qparams' must be an object, got []; rewrite "
+            "it with pytest --quant-golden-update, or restore it from version control*"
+        ]
+    )
+    assert "KeyError" not in r.stdout.str() and "AttributeError" not in r.stdout.str()
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
+    r.assert_outcomes(passed=2)
+    r.stdout.fnmatch_lines(["written: *codes.npz"])
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=2)
+
+
+def test_nan_in_a_stored_golden_fails_naming_the_file(pytester):
+    _suite(pytester)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
+    from pytest_quant.golden import read, write
+
+    directory = pytester.path / "golden" / "test_model"
+    golden = read(directory, "floats")
+    a = golden.arrays["a"].copy()
+    a[7] = np.nan
+    write(directory, "floats", {"a": a}, golden.qparams, golden.fingerprint)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1, failed=1)
+    r.stdout.fnmatch_lines(
+        [
+            "*golden file *floats.npz: array 'a' holds 1 NaN/Inf value(s) (first at index "
+            "(7,)); goldens are never written with them; rewrite it with pytest "
+            "--quant-golden-update, or restore it from version control*"
+        ]
+    )
+    assert "reference has 1 non-finite" not in r.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "name, why", [("n" * 300, "it is 300 characters long"), ("a\0b", "it contains '\\x00'")]
+)
+def test_bad_names_are_misuse_before_any_file_is_touched(tmp_path, name, why):
+    golden = QuantGolden(tmp_path / "g", update=True)
+    with pytest.raises(ValueError) as info:
+        golden.check(name, np.arange(3))
+    assert f"a golden name must be a plain file name ({why}): {NAME_RULE}" in str(info.value)
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize(
+    "dtype, now, gold",
+    [("int64", 2**63 - 1, -(2**63)), ("uint64", 2**63, 0), ("uint64", 2**64 - 1, 0)],
+)
+def test_integer_goldens_never_wrap_around(tmp_path, dtype, now, gold):
+    golden = QuantGolden(tmp_path, update=True)
+    golden.check("big", np.array([gold], dtype))
+    with pytest.raises(AssertionError, match="LSB"):
+        QuantGolden(tmp_path, update=False).check("big", np.array([now], dtype), max_lsb=1)

@@ -3,7 +3,9 @@ accuracy, re-conversion with the installed TensorFlow, and regressions caught on
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from importlib import metadata
 from pathlib import Path
 
@@ -226,3 +228,99 @@ def test_poor_calibration_is_caught(digits, tflite_cache):
         _golden_check("mlp_int8", runner.quantized(x[:N_GOLDEN]), runner)
     with pytest.raises(AssertionError, match="top-1 accuracy dropped by"):
         assert_accuracy_drop(_top1(runner(x)), _top1(_predict(model, x)), digits["y_test"])
+
+
+# --- 5. the stored files are the ones golden/build.py recorded -----------------------
+
+REBUILD = (
+    "if the change is deliberate, rebuild the set with `python golden/build.py` (see "
+    "golden/README.md); otherwise restore the files from version control"
+)
+
+
+def manifest_problems(root: Path) -> list[str]:
+    """Each file ``root/manifest.json`` vouches for whose bytes differ from the sha256 it
+    recorded (each stored model, and the model sha256 in each golden output's sidecar),
+    and each stored model it does not record; ``[]`` when the set is as built."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    entries = manifest["entries"]
+
+    def shown(path: Path) -> str:
+        return f"{root.name}/{path.relative_to(root).as_posix()}"
+
+    problems = []
+    for entry in sorted(entries):
+        recorded = entries[entry]["tflite_sha256"]
+        where = f"{root.name}/manifest.json entries[{entry!r}].tflite_sha256"
+        model = root / "models" / f"{entry}.tflite"
+        if not model.is_file():
+            problems.append(f"{shown(model)}: missing ({where} records {recorded})")
+        else:
+            actual = hashlib.sha256(model.read_bytes()).hexdigest()
+            if actual != recorded:
+                problems.append(f"{shown(model)}: sha256 is {actual}, {where} records {recorded}")
+        side = root / "outputs" / f"{entry}.json"
+        if side.is_file():
+            written_by = json.loads(side.read_text()).get("fingerprint", {}).get("model_sha256")
+            if written_by != recorded:
+                problems.append(
+                    f"{shown(side)}: written by model {written_by}, {where} records {recorded}"
+                )
+        else:
+            problems.append(f"{shown(side)}: missing (the golden outputs of {entry!r})")
+    for model in sorted((root / "models").glob("*.tflite")):
+        if model.stem not in entries:
+            problems.append(f"{shown(model)}: not recorded in {root.name}/manifest.json")
+    return problems
+
+
+def _manifest_failure(problems: list[str]) -> str:
+    return (
+        f"{len(problems)} golden set file(s) differ from the manifest:\n"
+        + "\n".join(problems)
+        + f"\n{REBUILD}"
+    )
+
+
+def test_stored_files_match_the_manifest():
+    """The golden outputs cannot see every edit of a model (a weight moved by one step may
+    change no output code on the golden inputs): the manifest's sha256 can."""
+    problems = manifest_problems(GOLDEN)
+    if problems:
+        pytest.fail(_manifest_failure(problems), pytrace=False)
+
+
+def test_a_weight_moved_by_one_step_is_caught_by_the_manifest(tmp_path, digits):
+    root = tmp_path / "golden"
+    shutil.copytree(GOLDEN, root)
+    assert manifest_problems(root) == []
+    path = root / "models" / "heads_int8.tflite"
+    model = read_model(path.read_bytes())
+    hidden = next(o for o in decode(model) if o.name == "FULLY_CONNECTED")  # the trunk
+    buf = model.buffers[model.subgraphs[0].tensors[hidden.inputs[1].index].buffer]
+    data = np.array(buf.data, np.uint8).view(np.int8)
+    data[0] += 1 if data[0] < 127 else -1  # one step
+    buf.data = data.view(np.uint8)
+    path.write_bytes(write_model(model))
+
+    x = _x(digits, "test", False)[:N_GOLDEN]
+    before, after = _runner("heads_int8").quantized(x), TFLiteRunner(path.read_bytes()).quantized(x)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # invisible to the goldens
+
+    problems = manifest_problems(root)
+    assert len(problems) == 1
+    assert problems[0].startswith("golden/models/heads_int8.tflite: sha256 is ")
+    assert problems[0].endswith(
+        "golden/manifest.json entries['heads_int8'].tflite_sha256 records "
+        + MANIFEST["entries"]["heads_int8"]["tflite_sha256"]
+    )
+    assert _manifest_failure(problems).endswith(
+        "rebuild the set with `python golden/build.py` (see golden/README.md); otherwise "
+        "restore the files from version control"
+    )
+    (root / "models" / "stray.tflite").write_bytes(b"")
+    (root / "outputs" / "mlp_int8.json").unlink()
+    assert manifest_problems(root)[1:] == [
+        "golden/outputs/mlp_int8.json: missing (the golden outputs of 'mlp_int8')",
+        "golden/models/stray.tflite: not recorded in golden/manifest.json",
+    ]
