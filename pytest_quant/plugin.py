@@ -7,7 +7,9 @@ them. Logic lives in ``_settings`` (bounds), ``report`` (records) and the check 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,10 @@ class _RunState:
 
 _STATE = pytest.StashKey[_RunState]()
 _GOLDEN_PROPERTY = "quant_golden"
+# An xdist worker's usage error travels to the controller in ``workeroutput``.
+_WORKER_USAGE_ERROR = "pytest_quant_usage_error"
+#: At most this many misused markers are listed in the usage error.
+MAX_MARKER_ERRORS = 10
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -144,21 +150,19 @@ def pytest_configure(config: pytest.Config) -> None:
     max_lsb, max_lsb_from = _resolve(
         config, "quant_max_lsb", parse_max_lsb, _settings.DEFAULT_MAX_LSB
     )
-    path = config.getoption("quant_report") or config.getini("quant_report") or None
+    path = _path_option(config, "quant_report")[0]
     cache_dir = str(
-        config.getoption("quant_cache_dir")
-        or config.getini("quant_cache_dir")
+        _path_option(config, "quant_cache_dir")[0]
         or config.rootpath / ".pytest_cache" / "d" / "pytest-quant-tflite"
     )
-    golden_dir = config.getoption("quant_golden_dir") or config.getini("quant_golden_dir") or None
+    golden_dir = _path_option(config, "quant_golden_dir")[0]
     if golden_dir:
         golden_dir = str(config.rootpath / golden_dir)
     state = _RunState(tolerance, tolerance_from, max_lsb, max_lsb_from, path, cache_dir, golden_dir)
-    state.report_dir = (
-        config.getoption("quant_report_dir") or config.getini("quant_report_dir") or None
-    )
+    state.report_dir = _path_option(config, "quant_report_dir")[0]
     config.stash[_STATE] = state
     if not hasattr(config, "workerinput"):
+        _validate_paths(config)  # workers get the values the controller checked
         if config.getoption("quant_cache_clear"):
             shutil.rmtree(cache_dir, ignore_errors=True)  # before any xdist worker starts
         config.pluginmanager.register(_Controller(state), "quant-controller")
@@ -172,12 +176,88 @@ def pytest_configure(config: pytest.Config) -> None:
         from . import _profiles  # noqa: F401  (registers the profile)
 
 
-def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
+def _path_option(config: pytest.Config, name: str) -> tuple[str | None, str]:
+    """A path option's value (command line > ini) and how to name it in a message."""
+    flag = "--" + name.replace("_", "-")
+    cli = config.getoption(name)
+    if cli:
+        return str(cli), f"{flag}={cli}"
+    ini = config.getini(name)
+    if ini:
+        return str(ini), f"ini {name} = {ini!r}"
+    return None, flag
+
+
+def path_problem(value: str, base: Path, *, kind: str, probe: bool) -> str | None:
+    """Why a file (``kind="file"``) or directory (``kind="dir"``) cannot be written at
+    ``value`` (relative to ``base``), or ``None``. With ``probe``, creates and removes a
+    temp file in the nearest existing directory: permission bits do not bind root.
+
+    Example::
+
+        path_problem("out/quant.json", Path.cwd(), kind="file", probe=True)  # None
+    """
+    path = base / value
+
+    def shown(p: Path) -> str:
+        return str(p) if Path(value).is_absolute() else os.path.relpath(p, base)
+
+    try:
+        if kind == "file" and path.is_dir():
+            return f"{value} is a directory; give a file path, e.g. {Path(value, 'quant.json')}"
+        if kind == "dir" and path.exists() and not path.is_dir():
+            return f"{value} is a file; give a directory (created if missing)"
+        existing = path.parent if kind == "file" else path
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            return (
+                f"{shown(existing)} is a file, so nothing can be created under it; "
+                "choose another path"
+            )
+    except OSError as exc:  # e.g. a directory on the way that we may not list
+        return f"cannot use {value} ({exc.strerror or exc}); choose another path"
+    if probe:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".pytest-quant-probe.", dir=existing)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            return (
+                f"cannot create files in {shown(existing)} ({exc.strerror or exc}); "
+                "choose a writable path"
+            )
+    return None
+
+
+def _validate_paths(config: pytest.Config) -> None:
+    """Stop before any test runs when a path option cannot be used as given."""
+    here = config.invocation_params.dir
+    checks = (  # option, relative to, file or directory, must be writable now
+        ("quant_report", here, "file", True),
+        ("quant_report_dir", here, "dir", True),
+        ("quant_golden_dir", config.rootpath, "dir", False),  # read-only is fine to check
+        ("quant_cache_dir", here, "dir", False),
+    )
+    for name, base, kind, probe in checks:
+        value, where = _path_option(config, name)
+        if value is None:
+            continue
+        problem = path_problem(value, base, kind=kind, probe=probe)
+        if problem is None and name == "quant_report_dir":
+            inner = str(Path(value, "quant.json"))
+            problem = path_problem(inner, base, kind="file", probe=False)
+        if problem is not None:
+            raise pytest.UsageError(f"{where}: {problem}")
+
+
+def _marker_problem(item: pytest.Item) -> tuple[dict[str, Any], str | None]:
+    """The marker's bounds, or what is wrong with it (naming the test)."""
     marker = item.get_closest_marker("quant")
     if marker is None:
-        return {}
+        return {}, None
     if marker.args or set(marker.kwargs) - {"tolerance", "max_lsb"}:
-        raise pytest.UsageError(
+        return {}, (
             f"{item.nodeid}: @pytest.mark.quant takes only tolerance= and max_lsb=, got "
             f"args={marker.args!r} kwargs={sorted(marker.kwargs)}"
         )
@@ -187,15 +267,50 @@ def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
             try:
                 out[key] = parse(marker.kwargs[key])
             except Exception as exc:
-                raise pytest.UsageError(
-                    f"{item.nodeid}: @pytest.mark.quant({key}={marker.kwargs[key]!r}): {exc}"
-                ) from None
+                bad = f"@pytest.mark.quant({key}={marker.kwargs[key]!r})"
+                return {}, f"{item.nodeid}: {bad}: {exc}"
+    return out, None
+
+
+def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
+    out, problem = _marker_problem(item)
+    if problem is not None:
+        raise pytest.UsageError(problem)
     return out
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        _marker_kwargs(item)  # a bad marker stops the run before any test runs
+def marker_errors_message(problems: list[str]) -> str:
+    """One usage error for every misused marker, in collection order, capped.
+
+    Example::
+
+        marker_errors_message(["t.py::test_x: @pytest.mark.quant(tolerance='x'): ..."])
+    """
+    if len(problems) == 1:
+        return problems[0]
+    lines = [
+        f"@pytest.mark.quant is misused on {len(problems)} tests "
+        "(it takes only tolerance= and max_lsb=):",
+        *problems[:MAX_MARKER_ERRORS],
+    ]
+    if len(problems) > MAX_MARKER_ERRORS:
+        lines.append(f"... and {len(problems) - MAX_MARKER_ERRORS} more")
+    return "\n".join(lines)
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    problems = [p for p in (_marker_problem(item)[1] for item in items) if p is not None]
+    if not problems:
+        return
+    message = marker_errors_message(problems)
+    if hasattr(config, "workerinput"):
+        # xdist: a worker's usage error would reach the controller as a crash. Hand the
+        # message over (the controller raises it) and stop the run cleanly.
+        config.workeroutput[_WORKER_USAGE_ERROR] = message  # type: ignore[attr-defined]
+        session.shouldstop = message
+    raise pytest.UsageError(message)  # before any test runs
 
 
 def settings_for(item: pytest.Item) -> QuantSettings:
@@ -235,6 +350,27 @@ class _Controller:
     def __init__(self, state: _RunState) -> None:
         self.state = state
         self.plot_note: str | None = None
+        self.usage_error: str | None = None
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        message = getattr(node, "workeroutput", {}).get(_WORKER_USAGE_ERROR)
+        if message:
+            self.usage_error = message
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, Any, Any]:
+        # A worker's usage error (a misused marker) ends the xdist run as the same usage
+        # error a single process gives, not as xdist's "Interrupted" or a crash.
+        try:
+            result = yield
+        except BaseException:
+            if self.usage_error is None:
+                raise
+            result = None
+        if self.usage_error is not None:
+            raise pytest.UsageError(self.usage_error)
+        return result
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Every phase's report carries all user_properties so far: take the last one.
@@ -357,11 +493,16 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """Convert a model to TFLite (cached) and return a runner for it.
 
     ``quant_tflite(source, representative_data=None, *, mode=None, kernels="xnnpack",
-    num_threads=1, via="saved_model")``: ``source`` is a Keras model (Keras 3, or Keras 2
-    ``tf_keras`` as TFMOT builds), a SavedModel directory, a ``.tflite`` path (``str`` or
-    ``Path``) or bytes; ``mode`` is ``"int8"`` (the default for a model to convert),
-    ``"dynamic"``, ``"float16"``, ``"int16x8"`` or ``"float"``, and is not given with a
-    ``.tflite``, which is used as it is; ``via="keras"`` converts as ``from_keras_model``.
+    num_threads=1, via="saved_model", converter_options=None, float_fallback=False)``:
+    ``source`` is a Keras model (Keras 3, or Keras 2 ``tf_keras`` as TFMOT builds), a
+    SavedModel directory, a ``.tflite`` path (``str`` or ``Path``) or bytes; ``mode`` is
+    ``"int8"`` (the default for a model to convert), ``"dynamic"``, ``"float16"``,
+    ``"int16x8"`` or ``"float"``, and is not given with a ``.tflite``, which is used as it
+    is; ``via="keras"`` converts as ``from_keras_model``; ``converter_options`` (a dict of
+    ``TFLiteConverter`` attributes, ops sets by name, e.g.
+    ``{"_experimental_lower_tensor_list_ops": False}``) and ``float_fallback`` (int16x8:
+    ops without a 16x8 kernel stay float) are passed to
+    :func:`pytest_quant.tflite.convert`, which documents them.
     A runner made from a model knows it: ``runner.layer_errors(x)`` blames against it.
     Session-scoped, so module- and session-scoped fixtures can convert once and share.
     A converter crash fails the test that asked, naming the TF version; the run goes on.
@@ -374,6 +515,9 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
         def test_int8(int8_model, keras_model, x_test):
             assert_quant_close(int8_model(x_test), keras_model.predict(x_test))
+
+        def test_mobilenet_v3_int16x8(quant_tflite, mobilenet_v3, x_calib):
+            runner = quant_tflite(mobilenet_v3, x_calib, mode="int16x8", float_fallback=True)
     """
     cache_dir = request.config.stash[_STATE].cache_dir
 
@@ -385,14 +529,27 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
         kernels: str = "xnnpack",
         num_threads: int = 1,
         via: str = "saved_model",
+        converter_options: dict[str, Any] | None = None,
+        float_fallback: bool = False,
     ) -> Any:
+        __tracebackhide__ = True
         from .tflite.converter import convert
         from .tflite.runner import Origin, TFLiteRunner, is_tflite_source
 
-        content = convert(source, representative_data, mode=mode, cache_dir=cache_dir, via=via)
+        content = convert(
+            source,
+            representative_data,
+            mode=mode,
+            cache_dir=cache_dir,
+            via=via,
+            converter_options=converter_options,
+            float_fallback=float_fallback,
+        )
         runner = TFLiteRunner(content, kernels=kernels, num_threads=num_threads)
         if not is_tflite_source(source):  # a float model: blame's default reference
-            runner.origin = Origin(source, representative_data, mode or "int8", cache_dir, via)
+            runner.origin = Origin(
+                source, representative_data, mode or "int8", cache_dir, via, converter_options
+            )
         return runner
 
     return factory

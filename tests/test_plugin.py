@@ -288,3 +288,152 @@ def test_quant_tflite_fixture_cache_and_crash_isolation(pytester, monkeypatch):
         "nothing_matches",
     )
     assert not cache.exists()
+
+
+# --- session-level failures: usage errors before any test runs, with and without xdist --
+
+RAN = """
+import pathlib
+
+def test_ran():
+    pathlib.Path("ran.txt").write_text("a test ran")
+"""
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_bad_markers_are_usage_errors_with_and_without_xdist(pytester, xdist):
+    pytester.makepyfile(
+        test_ran=RAN,
+        test_b="""
+        import pytest
+
+        @pytest.mark.quant(tolerance="loose")
+        def test_x(): pass
+
+        @pytest.mark.quant(0.1)
+        def test_y(): pass
+
+        def test_z(): pass
+        """,
+    )
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", *xdist)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in r.stdout.str() + r.stderr.str()
+    r.stderr.fnmatch_lines(
+        [
+            "ERROR: @pytest.mark.quant is misused on 2 tests "
+            "(it takes only tolerance= and max_lsb=):",
+            "test_b.py::test_x: @pytest.mark.quant(tolerance='loose'): 'loose' is not a number",
+            "test_b.py::test_y: @pytest.mark.quant takes only tolerance= and max_lsb=, "
+            "got args=(0.1,) kwargs=[]",
+        ]
+    )
+    assert not (pytester.path / "ran.txt").exists()  # stopped before any test ran
+
+
+def test_marker_errors_are_capped_and_say_so():
+    from pytest_quant.plugin import marker_errors_message
+
+    msg = marker_errors_message([f"t.py::test_{i}: bad" for i in range(13)])
+    lines = msg.splitlines()
+    assert lines[0].startswith("@pytest.mark.quant is misused on 13 tests")
+    assert lines[1:3] == ["t.py::test_0: bad", "t.py::test_1: bad"]
+    assert lines[-1] == "... and 3 more"
+    assert marker_errors_message(["t.py::test_0: bad"]) == "t.py::test_0: bad"
+
+
+def _unwritable_dir(path: Path) -> Path | None:
+    """A directory this process cannot create files in, or None (then the test skips)."""
+    import os
+    import tempfile
+
+    candidates = [Path("/sys")]
+    if os.geteuid() != 0:  # root writes through permission bits
+        locked = path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        candidates.insert(0, locked)
+    for d in candidates:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=d)
+        except OSError:
+            return d
+        os.close(fd)
+        os.unlink(tmp)
+    return None
+
+
+REPORT_CASES = [
+    pytest.param(
+        ["--quant-report=adir"],
+        "ERROR: --quant-report=adir: adir is a directory; give a file path, e.g. adir/quant.json",
+        id="report-is-dir",
+    ),
+    pytest.param(
+        ["--quant-report=afile/q.json"],
+        "ERROR: --quant-report=afile/q.json: afile is a file, so nothing can be created "
+        "under it; choose another path",
+        id="report-under-file",
+    ),
+    pytest.param(
+        ["--quant-report-dir=afile"],
+        "ERROR: --quant-report-dir=afile: afile is a file; give a directory (created if missing)",
+        id="report-dir-is-file",
+    ),
+    pytest.param(
+        ["--quant-report-dir=adir/sub/deeper", "--quant-report=afile/x/q.json"],
+        "ERROR: --quant-report=afile/x/q.json: afile is a file, so nothing can be created "
+        "under it; choose another path",
+        id="good-dir-bad-report",
+    ),
+    pytest.param(
+        ["--quant-golden-dir=afile"],
+        "ERROR: --quant-golden-dir=afile: * is a file; give a directory (created if missing)",
+        id="golden-dir-is-file",
+    ),
+    pytest.param(
+        "ini",
+        "ERROR: ini quant_report = 'adir': adir is a directory; give a file path, *",
+        id="ini-report-is-dir",
+    ),
+]
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
+@pytest.mark.parametrize("args, message", REPORT_CASES)
+def test_bad_report_paths_are_usage_errors_before_any_test(pytester, args, message, xdist):
+    pytester.makepyfile(test_ran=RAN)
+    (pytester.path / "adir").mkdir()
+    (pytester.path / "afile").write_text("not a directory")
+    if args == "ini":
+        pytester.makeini("[pytest]\nquant_report = adir\n")
+        args = []
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, *xdist)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR, r.stdout.str()
+    r.stderr.fnmatch_lines([message])
+    assert "Traceback" not in r.stderr.str()
+    assert not (pytester.path / "ran.txt").exists()
+
+
+def test_unwritable_report_path_is_a_usage_error(pytester):
+    locked = _unwritable_dir(pytester.path)
+    if locked is None:
+        pytest.skip("no directory here that this process cannot write to")
+    pytester.makepyfile(test_ran=RAN)
+    target = locked / "sub" / "q.json"
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--quant-report={target}")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(
+        [f"ERROR: --quant-report={target}: cannot create files in {locked} (*); choose *"]
+    )
+    assert not (pytester.path / "ran.txt").exists()
+
+
+def test_good_report_paths_are_created(pytester):
+    pytester.makepyfile(test_checks=CHECKS)
+    r = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--quant-report=new/a/q.json", "--quant-report-dir=new/b"
+    )
+    r.assert_outcomes(passed=2, failed=2)
+    assert (pytester.path / "new" / "a" / "q.json").is_file()
+    assert (pytester.path / "new" / "b" / "quant.json").is_file()

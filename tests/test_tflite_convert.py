@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -15,8 +16,9 @@ pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed: pyte
 from pytest_quant import assert_quant_close, compare  # noqa: E402
 from pytest_quant.tflite import MODES, ConversionError, TFLiteRunner, convert  # noqa: E402
 from pytest_quant.tflite import converter as convert_mod  # noqa: E402
+from pytest_quant.tflite.flatbuffer import decode, read_model  # noqa: E402
 
-from . import models  # noqa: E402
+from . import models, models_arch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -194,3 +196,250 @@ def test_qat_model_converts_without_calibration_and_agrees_within_one_lsb(cache)
     stats = compare(runner(x), model.predict(x, verbose=0), qparams=runner.output_qparams)
     assert stats.max_lsb <= 1.0 + 1e-5
     assert stats.fraction_over_lsb(0.5) < 0.02  # measured: 0.25% of outputs one step off
+
+
+# --- cache key: weights by position, not by Keras's auto-numbered variable paths --------
+
+
+def test_cache_key_ignores_auto_numbered_weight_paths():
+    """ConvNeXt's LayerScale weights have no name: Keras numbers their paths per process
+    (``layer_scale/variable``, ``_1``, ...), and the key used to change with what the
+    process built before."""
+    a, b = models_arch.layer_scale_mlp(), models_arch.layer_scale_mlp()
+    assert [w.path for w in a.weights] != [w.path for w in b.weights]
+    version = convert_mod.tf_version()
+    assert convert_mod.cache_key(a, None, "dynamic", version) == convert_mod.cache_key(
+        b, None, "dynamic", version
+    )
+    other = models_arch.layer_scale_mlp(scale=2.0)  # other weights: another key
+    assert convert_mod.cache_key(other, None, "dynamic", version) != convert_mod.cache_key(
+        a, None, "dynamic", version
+    )
+    assert convert_mod.model_fingerprint(a) == convert_mod.model_fingerprint(b)
+
+
+def test_cache_key_covers_settings_and_data_dtype(mlp):
+    version = convert_mod.tf_version()
+    keys = {
+        convert_mod.cache_key(mlp, None, "dynamic", version, settings=s)
+        for s in (None, {"options": {"_experimental_disable_per_channel": True}})
+    }
+    assert len(keys) == 2
+    rep = np.arange(64 * 2).reshape(2, 64)
+    as_int, as_float = (
+        convert_mod.cache_key(mlp, convert_mod._representative(r), "int8", version)
+        for r in (rep, rep.astype(np.float32))
+    )
+    assert as_int != as_float
+
+
+# --- failed conversions are cached --------------------------------------------------------
+
+
+@pytest.fixture
+def crashing_worker(monkeypatch):
+    monkeypatch.setattr(convert_mod, "WORKER", "tests.abort_worker")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+def test_a_deterministic_failure_is_cached_and_replayed(
+    mlp, calib, tmp_path, crashing_worker, monkeypatch
+):
+    with pytest.raises(ConversionError) as first:
+        convert(mlp, calib, mode="int8", cache_dir=tmp_path)
+    (meta,) = tmp_path.glob("*.json")
+    kept = json.loads(meta.read_text())
+    assert kept["error"] == str(first.value)  # the message; a hint is made again on replay
+    assert "LLVM ERROR: Failed to infer result type(s)." in kept["output"]
+    assert not list(tmp_path.glob("*.tflite"))
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("the converter ran again despite the cached failure")
+
+    monkeypatch.setattr(convert_mod, "_convert_in_child", no_conversion)
+    with pytest.raises(ConversionError) as again:
+        convert(mlp, calib, mode="int8", cache_dir=tmp_path)
+    msg = str(again.value)
+    assert msg.startswith(str(first.value))  # the same error, the same hints
+    assert "replayed from the conversion cache" in msg
+    assert "--quant-cache-clear" in msg and str(meta) in msg
+    # deleting the entry retries
+    meta.unlink()
+    with pytest.raises(AssertionError, match="ran again"):
+        convert(mlp, calib, mode="int8", cache_dir=tmp_path)
+
+
+def test_a_timeout_is_not_cached(mlp, calib, tmp_path, crashing_worker):
+    with pytest.raises(ConversionError, match="did not finish"):
+        convert(mlp, calib, mode="int8", cache_dir=tmp_path, timeout=0.001)
+    assert not list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.parametrize(
+    "returncode, stderr, cached",
+    [
+        (1, "ValueError: no", True),
+        (-6, "LLVM ERROR", True),  # SIGABRT: a converter bug
+        (-11, "", True),  # SIGSEGV
+        (-9, "", False),  # SIGKILL: the OOM killer, or a user
+        (-15, "", False),  # SIGTERM
+        (1, "MemoryError", False),
+    ],
+)
+def test_only_deterministic_failures_are_cached(returncode, stderr, cached):
+    done = subprocess.CompletedProcess([], returncode, "", stderr)
+    assert convert_mod._deterministic(done) is cached
+
+
+# --- one export per model and process -------------------------------------------------------
+
+
+def test_a_model_is_exported_once_for_every_mode(tmp_path, monkeypatch):
+    """DenseNet121 took 9.7 s per export, once per convert() call; now once per process."""
+    model = models.mlp()
+    model.set_weights([w * 1.5 for w in model.get_weights()])  # no other test's export
+    exports = []
+    real = convert_mod._export
+
+    def spy(source, where, route):
+        exports.append(route.entry)
+        real(source, where, route)
+
+    monkeypatch.setattr(convert_mod, "_export", spy)
+    for mode in ("float", "dynamic", "float16"):
+        convert(model, mode=mode, cache_dir=tmp_path)
+    assert exports == ["from_saved_model"]
+    assert len(list(tmp_path.glob("*.tflite"))) == 3
+
+
+def test_exports_go_with_their_model(monkeypatch):
+    model = models_arch.layer_scale_mlp(scale=3.0)
+    route = convert_mod._route(model, "keras", "dynamic", False)
+    saved = convert_mod._saved(model, None, route)
+    assert saved.name == "model.keras" and saved.is_file()
+    monkeypatch.setattr(convert_mod, "_export", lambda *a: pytest.fail("exported again"))
+    assert convert_mod._saved(model, None, route) == saved
+    del model
+    gc.collect()
+    assert not saved.exists()
+
+
+# --- converter options -----------------------------------------------------------------------
+
+
+def test_converter_options_reach_the_converter(tflite_cache):
+    """``_experimental_disable_per_channel``: one scale for the Conv2D weights, not one per
+    output channel."""
+    model, rep = models_arch.hard_swish_cnn(), models_arch.images(16)
+    per_tensor = convert(
+        model,
+        rep,
+        mode="int8",
+        cache_dir=tflite_cache,
+        converter_options={"_experimental_disable_per_channel": True},
+    )
+    default = convert(model, rep, mode="int8", cache_dir=tflite_cache)
+
+    def conv_weight_scales(content):
+        (op,) = [op for op in decode(read_model(content)) if op.name == "CONV_2D"]
+        return op.inputs[1].scale.size
+
+    assert conv_weight_scales(default) == 4 and conv_weight_scales(per_tensor) == 1
+
+
+@pytest.mark.parametrize(
+    "options, err, match",
+    [
+        ([("a", 1)], TypeError, "converter_options must be a dict"),
+        ({"target_spec..supported_ops": []}, ValueError, "use a TFLiteConverter attribute name"),
+        ({"representative_dataset": None}, ValueError, "pass representative_data"),
+        ({"x": object()}, TypeError, r"converter_options\['x'\] is a object"),
+        ({"x": float("nan")}, ValueError, "finite"),
+    ],
+)
+def test_converter_options_are_validated_before_converting(mlp, options, err, match):
+    with pytest.raises(err, match=match):
+        convert(mlp, mode="dynamic", converter_options=options)
+
+
+def test_tensorflow_objects_are_stored_by_name(tf):
+    settings = convert_mod._settings(
+        {"target_spec.supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS], "x": tf.float16},
+        False,
+        "dynamic",
+    )
+    assert settings["options"] == {"target_spec.supported_ops": ["TFLITE_BUILTINS"], "x": "float16"}
+
+
+def test_a_setting_the_converter_cannot_take_is_a_value_error(mlp, tmp_path):
+    """Checked in the converter process, where the converter is: a ValueError naming the
+    attribute, never a cached converter failure."""
+    options = {"_experimental_lower_tensorlist_ops": False}
+    with pytest.raises(ValueError) as info:
+        convert(mlp, mode="dynamic", cache_dir=tmp_path, converter_options=options)
+    assert str(info.value) == (
+        "converter_options['_experimental_lower_tensorlist_ops']: TFLiteSavedModelConverterV2 "
+        "has no attribute '_experimental_lower_tensorlist_ops' (close: "
+        "_experimental_lower_tensor_list_ops, _experimental_low_bit_qat, "
+        "_experimental_preserve_assert_op)"
+    )
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_settings_are_applied_by_name(tf):
+    from pytest_quant.tflite import _worker as worker
+
+    fn = tf.function(lambda x: x + 1.0, input_signature=[tf.TensorSpec([1], tf.float32)])
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+    worker.apply_options(
+        tf,
+        conv,
+        {
+            "target_spec.supported_ops": ["TFLITE_BUILTINS", "SELECT_TF_OPS"],
+            "target_spec.supported_types": ["float16"],
+            "optimizations": ["DEFAULT"],
+            "_experimental_lower_tensor_list_ops": False,
+        },
+    )
+    ops = tf.lite.OpsSet
+    assert conv.target_spec.supported_ops == [ops.TFLITE_BUILTINS, ops.SELECT_TF_OPS]
+    assert conv.target_spec.supported_types == [tf.float16]
+    assert conv.optimizations == [tf.lite.Optimize.DEFAULT]
+    assert conv._experimental_lower_tensor_list_ops is False
+    for bad, match in [
+        ({"target_spec.supported_ops": ["BUILTINS"]}, "unknown op set 'BUILTINS'"),
+        ({"target_spec.nope": 1}, "TFLiteConverterV2.target_spec has no attribute 'nope'"),
+        ({"inference_input_type": "int3"}, "inference_input_type: .*use dtype names"),
+    ]:
+        with pytest.raises(worker.UsageError, match=match):
+            worker.apply_options(tf, conv, bad)
+
+
+# --- what pytest shows of a conversion error -----------------------------------------------
+
+TRACEBACK_SUITE = """
+import numpy as np
+import pytest
+from pytest_quant.tflite import converter
+
+
+def test_convert(quant_tflite, tmp_path, monkeypatch):
+    monkeypatch.setattr(converter, "WORKER", "tests.abort_worker")
+    (tmp_path / "saved_model.pb").write_bytes(b"")  # the stand-in worker reads nothing
+    quant_tflite(tmp_path, np.zeros((2, 3)), mode="int8", converter_options={"a.b": 1})
+"""
+
+
+def test_a_conversion_error_shows_the_users_line_not_ours(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makepyfile(test_user=TRACEBACK_SUITE)
+    result = pytester.runpytest_subprocess(
+        f"--quant-cache-dir={pytester.path / 'qcache'}", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "quant_tflite(tmp_path, np.zeros((2, 3))" in out  # the user's line
+    assert "converter crashed (the converter process was killed by SIGABRT)" in out
+    assert "converter_options={'a.b': 1}" in out  # passed through by the fixture
+    for ours in ("converter.py", "plugin.py"):
+        assert ours not in out

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +118,7 @@ class _Graph:
         self.ops = decode(model)
         g = model.subgraphs[0]
         self.inputs = [int(i) for i in (g.inputs if g.inputs is not None else [])]
+        self.outputs = {int(i) for i in (g.outputs if g.outputs is not None else [])}
         self.producer: dict[int, Op] = {}
         self.consumers: dict[int, list[Op]] = {}
         self.names: dict[str, int] = {}
@@ -129,6 +130,11 @@ class _Graph:
             for i in op.inputs:
                 if i is not None:
                     self.consumers.setdefault(i.index, []).append(op)
+
+    def used(self, index: int) -> bool:
+        """Whether a tensor is read by an op or is a model output (a control-flow op's
+        unused outputs, e.g. a WHILE loop's counters, hold nothing to compare)."""
+        return index in self.outputs or bool(self.consumers.get(index))
 
     def settled(self, index: int) -> int:
         """The value tensor ``index`` takes after a QUANTIZE -> DEQUANTIZE pair that alone
@@ -300,6 +306,7 @@ def layer_errors(
     reference: Any = None,
     cache_dir: str | os.PathLike[str] | None = None,
     chunk: int = CHUNK,
+    converter_options: Mapping[str, Any] | None = None,
 ) -> Blame:
     """Per-tensor error of a quantized model against its float reference, worst first.
 
@@ -309,7 +316,8 @@ def layer_errors(
     :param reference: the float model: a ``.tflite`` path or bytes (needs only the LiteRT
         interpreter), or a Keras model (Keras 3 or tf_keras) or SavedModel directory,
         converted to a float ``.tflite`` without optimizations (needs TensorFlow; cached
-        in ``cache_dir``).
+        in ``cache_dir``, with ``converter_options`` when the model needs them, e.g.
+        an LSTM's tensor-list settings).
     :returns: a :class:`Blame` (a list of :class:`LayerError` ranked by ``added``);
         ``.table(top=5)`` formats it.
 
@@ -339,10 +347,16 @@ def layer_errors(
     from .runner import read_tflite
 
     content = read_tflite(quantized)
-    return blame(content, reference_tflite(reference, cache_dir), x, chunk=chunk)
+    return blame(
+        content, reference_tflite(reference, cache_dir, converter_options), x, chunk=chunk
+    )
 
 
-def reference_tflite(reference: Any, cache_dir: str | os.PathLike[str] | None = None) -> bytes:
+def reference_tflite(
+    reference: Any,
+    cache_dir: str | os.PathLike[str] | None = None,
+    converter_options: Mapping[str, Any] | None = None,
+) -> bytes:
     """The float ``.tflite`` bytes of ``reference`` (converted when it is a Keras model or
     a SavedModel directory)."""
     from .runner import is_tflite_source, read_tflite
@@ -351,7 +365,9 @@ def reference_tflite(reference: Any, cache_dir: str | os.PathLike[str] | None = 
         return read_tflite(reference)
     from .converter import convert
 
-    return convert(reference, mode="float", cache_dir=cache_dir)
+    return convert(
+        reference, mode="float", cache_dir=cache_dir, converter_options=converter_options
+    )
 
 
 def blame(quantized: bytes, reference: bytes, x: Any, *, chunk: int = CHUNK) -> Blame:
@@ -400,7 +416,7 @@ def blame(quantized: bytes, reference: bytes, x: Any, *, chunk: int = CHUNK) -> 
             continue
         inputs = [fs.get(i, 0.0) for i in qg.activations(op)]
         for t in op.outputs:
-            if t.index not in fs:
+            if t.index not in fs or not qg.used(t.index):
                 continue
             acc = accs[t.index]
             scale = _scale(runners[0].tensor_detail(t.index))

@@ -100,7 +100,9 @@ class TFLiteRunner:
                 )
             self._it.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
-            raise ValueError(f"LiteRT cannot load this model: {exc}") from None
+            raise ValueError(
+                f"LiteRT cannot load this model: {exc}{_load_hint(str(exc))}"
+            ) from None
         self._inputs = self._it.get_input_details()
         self._outputs = self._it.get_output_details()
         self._shapes = {d["index"]: tuple(int(s) for s in d["shape"]) for d in self._inputs}
@@ -186,7 +188,9 @@ class TFLiteRunner:
         expected = tuple(int(s) for s in detail["shape"][1:])
         name = self._names[detail["index"]]
         if dtype.kind in "iu" and np.asarray(value).dtype == dtype:
-            arr = np.asarray(value)  # already quantized codes
+            arr = np.asarray(value)  # already quantized codes, or the input's own ints
+        elif dtype.kind in "iu" and _qparams(detail) is None:
+            arr = _integer_input(value, dtype, name)  # token ids, indices
         else:
             arr = as_float_array(value, f"input {name!r}").astype(np.float32)
             qp = _qparams(detail)
@@ -253,8 +257,56 @@ class TFLiteRunner:
                     ".tflite works without TensorFlow)"
                 )
             reference = self.origin.source
-        cache_dir = self.origin.cache_dir if self.origin is not None else None
-        return layer_errors(self, x, reference=reference, cache_dir=cache_dir)
+        origin = self.origin
+        return layer_errors(
+            self,
+            x,
+            reference=reference,
+            cache_dir=origin.cache_dir if origin else None,
+            converter_options=origin.converter_options if origin else None,
+        )
+
+
+def _integer_input(value: Any, dtype: np.dtype, name: str) -> np.ndarray:
+    """``value`` for a non-quantized integer input (token ids): cast to its dtype when no
+    value changes, else a ``ValueError`` that says which."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf" or arr.size == 0:
+        raise ValueError(
+            f"input {name!r} takes {dtype} values (token ids or indices, not quantized), "
+            f"got {arr.dtype} of shape {arr.shape}: pass a non-empty integer array"
+        )
+    cast = arr.astype(dtype)
+    if not np.array_equal(cast, arr):
+        info = np.iinfo(dtype)
+        raise ValueError(
+            f"input {name!r} takes {dtype} values (token ids or indices, not quantized): "
+            f"the {arr.dtype} batch has values that {dtype} cannot hold exactly "
+            f"(non-integral, or outside {info.min}..{info.max}; got {arr.min()}..{arr.max()})"
+        )
+    return cast
+
+
+_FLEX = ("Select TensorFlow op", "Flex delegate")
+
+
+def _load_hint(error: str) -> str:
+    """Why LiteRT could not load a model, when its error says: Select TF (Flex) or custom
+    ops, which this interpreter cannot run."""
+    if any(s in error for s in _FLEX):
+        return (
+            "\nThe model has Select TensorFlow ops (converted with SELECT_TF_OPS): they need "
+            "the Flex delegate, which ai-edge-litert does not ship, so this interpreter "
+            "cannot run it. Convert without 'SELECT_TF_OPS' in "
+            "converter_options['target_spec.supported_ops'] (for a Keras 3 LSTM/GRU: "
+            "build it with unroll=True)"
+        )
+    if "unresolved custom op" in error:
+        return (
+            "\nThe model has custom ops (converted with allow_custom_ops): LiteRT runs "
+            "them only with their kernels registered, which this runner does not do"
+        )
+    return ""
 
 
 @dataclass(frozen=True)
@@ -266,6 +318,8 @@ class Origin:
     mode: str = "int8"
     cache_dir: str | None = None
     via: str = "saved_model"
+    #: the converter settings it was converted with (the float reference uses them too)
+    converter_options: Mapping[str, Any] | None = None
 
 
 def is_tflite_source(source: Any) -> bool:
