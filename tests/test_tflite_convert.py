@@ -16,6 +16,7 @@ pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed: pyte
 from pytest_quant import assert_quant_close, compare  # noqa: E402
 from pytest_quant.tflite import MODES, ConversionError, TFLiteRunner, convert  # noqa: E402
 from pytest_quant.tflite import converter as convert_mod  # noqa: E402
+from pytest_quant.tflite import export as export_mod  # noqa: E402
 from pytest_quant.tflite.flatbuffer import decode, read_model  # noqa: E402
 
 from . import models, models_arch  # noqa: E402
@@ -299,13 +300,13 @@ def test_a_model_is_exported_once_for_every_mode(tmp_path, monkeypatch):
     model = models.mlp()
     model.set_weights([w * 1.5 for w in model.get_weights()])  # no other test's export
     exports = []
-    real = convert_mod._export
+    real = export_mod._export
 
     def spy(source, where, route):
         exports.append(route.entry)
         real(source, where, route)
 
-    monkeypatch.setattr(convert_mod, "_export", spy)
+    monkeypatch.setattr(export_mod, "_export", spy)
     for mode in ("float", "dynamic", "float16"):
         convert(model, mode=mode, cache_dir=tmp_path)
     assert exports == ["from_saved_model"]
@@ -317,7 +318,7 @@ def test_exports_go_with_their_model(monkeypatch):
     route = convert_mod._route(model, "keras", "dynamic", False)
     saved = convert_mod._saved(model, None, route)
     assert saved.name == "model.keras" and saved.is_file()
-    monkeypatch.setattr(convert_mod, "_export", lambda *a: pytest.fail("exported again"))
+    monkeypatch.setattr(export_mod, "_export", lambda *a: pytest.fail("exported again"))
     assert convert_mod._saved(model, None, route) == saved
     del model
     gc.collect()

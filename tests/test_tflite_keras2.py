@@ -19,6 +19,7 @@ pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed: pyte
 from pytest_quant import assert_quant_close, assert_within_lsb, quantize  # noqa: E402
 from pytest_quant.tflite import ConversionError, TFLiteRunner, convert  # noqa: E402
 from pytest_quant.tflite import converter as convert_mod  # noqa: E402
+from pytest_quant.tflite import fingerprint as fingerprint_mod  # noqa: E402
 from pytest_quant.tflite.flatbuffer import decode, read_model  # noqa: E402
 
 from . import models, models_keras2  # noqa: E402
@@ -207,7 +208,7 @@ def test_cache_key_depends_on_flavour_and_weights(k2_mlp, monkeypatch):
     assert convert_mod.cache_key(other, None, "dynamic", version) != key
     assert convert_mod.cache_key(k2_mlp, None, "dynamic", version, via="keras") != key
     assert convert_mod.cache_key(models.mlp(), None, "dynamic", version) != key
-    monkeypatch.setattr(convert_mod, "keras_flavour", lambda model: "keras3")
+    monkeypatch.setattr(fingerprint_mod, "keras_flavour", lambda model: "keras3")
     assert convert_mod.cache_key(k2_mlp, None, "dynamic", version) != key
 
 

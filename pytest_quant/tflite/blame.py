@@ -347,9 +347,7 @@ def layer_errors(
     from .runner import read_tflite
 
     content = read_tflite(quantized)
-    return blame(
-        content, reference_tflite(reference, cache_dir, converter_options), x, chunk=chunk
-    )
+    return blame(content, reference_tflite(reference, cache_dir, converter_options), x, chunk=chunk)
 
 
 def reference_tflite(

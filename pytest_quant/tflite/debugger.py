@@ -16,15 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .blame import LayerError
-from .converter import (
-    _describe,
-    _representative,
-    _route,
-    _run_child,
-    _save_dataset,
-    _saved,
-    tf_version,
-)
+from .calibration import _representative, _save_dataset
+from .converter import _describe, _route, _run_child, tf_version
+from .export import _saved
 
 
 def debugger_layer_errors(
