@@ -49,3 +49,19 @@ def tflite_cache(request):
     """One conversion cache for the whole suite (xdist workers share it safely: that is
     what the cache's file locks are for), kept between local runs."""
     return request.config.rootpath / ".pytest_cache" / "d" / "pytest-quant-tests"
+
+
+@pytest.fixture
+def forbid_conversion(monkeypatch):
+    """Call it after a first conversion: from then on, running the converter fails the
+    test with "the converter ran again" (what a cache hit must avoid)."""
+
+    def arm() -> None:
+        from pytest_quant.tflite import converter
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the converter ran again despite the cache")
+
+        monkeypatch.setattr(converter, "_convert_in_child", refuse)
+
+    return arm

@@ -62,13 +62,10 @@ def test_modes_listed():
     assert MODES == ("int8", "dynamic", "float16", "int16x8")
 
 
-def test_second_conversion_is_a_cache_hit(mlp, calib, cache, monkeypatch):
+def test_second_conversion_is_a_cache_hit(mlp, calib, cache, forbid_conversion):
     first = convert(mlp, calib, mode="int8", cache_dir=cache)
 
-    def no_conversion(*args, **kwargs):
-        raise AssertionError("the converter ran again despite the cache")
-
-    monkeypatch.setattr(convert_mod, "_convert_in_child", no_conversion)
+    forbid_conversion()
     assert convert(mlp, calib, mode="int8", cache_dir=cache) == first
     # other representative data, or other weights, is another key
     with pytest.raises(AssertionError, match="ran again"):
@@ -244,7 +241,7 @@ def crashing_worker(monkeypatch):
 
 
 def test_a_deterministic_failure_is_cached_and_replayed(
-    mlp, calib, tmp_path, crashing_worker, monkeypatch
+    mlp, calib, tmp_path, crashing_worker, forbid_conversion
 ):
     with pytest.raises(ConversionError) as first:
         convert(mlp, calib, mode="int8", cache_dir=tmp_path)
@@ -254,10 +251,7 @@ def test_a_deterministic_failure_is_cached_and_replayed(
     assert "LLVM ERROR: Failed to infer result type(s)." in kept["output"]
     assert not list(tmp_path.glob("*.tflite"))
 
-    def no_conversion(*args, **kwargs):
-        raise AssertionError("the converter ran again despite the cached failure")
-
-    monkeypatch.setattr(convert_mod, "_convert_in_child", no_conversion)
+    forbid_conversion()
     with pytest.raises(ConversionError) as again:
         convert(mlp, calib, mode="int8", cache_dir=tmp_path)
     msg = str(again.value)

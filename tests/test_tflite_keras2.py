@@ -173,25 +173,19 @@ def test_uncalibrated_modes_ignore_the_data_in_the_cache_key(k2_mlp, calib, mode
 
 
 def test_float_reference_is_converted_once_whatever_the_data(
-    k2_mlp, calib, tflite_cache, monkeypatch
+    k2_mlp, calib, tflite_cache, forbid_conversion
 ):
     first = convert(k2_mlp, mode="float", cache_dir=tflite_cache)
 
-    def no_conversion(*args, **kwargs):
-        raise AssertionError("the converter ran again despite the cache")
-
-    monkeypatch.setattr(convert_mod, "_convert_in_child", no_conversion)
+    forbid_conversion()
     assert convert(k2_mlp, calib, mode="float", cache_dir=tflite_cache) == first
     assert convert(k2_mlp, calib[:7], mode="float", cache_dir=tflite_cache) == first
 
 
-def test_second_conversion_is_a_cache_hit(k2_mlp, calib, tflite_cache, monkeypatch):
+def test_second_conversion_is_a_cache_hit(k2_mlp, calib, tflite_cache, forbid_conversion):
     first = convert(k2_mlp, calib, mode="int8", cache_dir=tflite_cache)
 
-    def no_conversion(*args, **kwargs):
-        raise AssertionError("the converter ran again despite the cache")
-
-    monkeypatch.setattr(convert_mod, "_convert_in_child", no_conversion)
+    forbid_conversion()
     assert convert(k2_mlp, calib, mode="int8", cache_dir=tflite_cache) == first
     other = models_keras2.mlp()
     other.set_weights([w * 1.01 for w in other.get_weights()])
