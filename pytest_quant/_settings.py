@@ -88,3 +88,26 @@ def record(entry: dict[str, Any]) -> None:
     settings = _current.get()
     if settings is not None and settings.sink is not None:
         settings.sink({"test_id": settings.test_id, **entry})
+
+
+#: At most this many misused markers are listed in the usage error.
+MAX_MARKER_ERRORS = 10
+
+
+def marker_errors_message(problems: list[str]) -> str:
+    """One usage error for every misused marker, in collection order, capped.
+
+    Example::
+
+        marker_errors_message(["t.py::test_x: @pytest.mark.quant(tolerance='x'): ..."])
+    """
+    if len(problems) == 1:
+        return problems[0]
+    lines = [
+        f"@pytest.mark.quant is misused on {len(problems)} tests "
+        "(it takes only tolerance= and max_lsb=):",
+        *problems[:MAX_MARKER_ERRORS],
+    ]
+    if len(problems) > MAX_MARKER_ERRORS:
+        lines.append(f"... and {len(problems) - MAX_MARKER_ERRORS} more")
+    return "\n".join(lines)

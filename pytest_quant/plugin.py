@@ -7,9 +7,7 @@ them. Logic lives in ``_settings`` (bounds), ``report`` (records) and the check 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,8 @@ import pytest
 
 from . import __version__, _settings
 from . import report as _report
-from ._settings import QuantSettings, parse_max_lsb, parse_tolerance
+from ._paths import path_problem
+from ._settings import QuantSettings, marker_errors_message, parse_max_lsb, parse_tolerance
 
 _PROFILE = "pytest-quant-ci"
 
@@ -42,8 +41,6 @@ _STATE = pytest.StashKey[_RunState]()
 _GOLDEN_PROPERTY = "quant_golden"
 # An xdist worker's usage error travels to the controller in ``workeroutput``.
 _WORKER_USAGE_ERROR = "pytest_quant_usage_error"
-#: At most this many misused markers are listed in the usage error.
-MAX_MARKER_ERRORS = 10
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -188,48 +185,6 @@ def _path_option(config: pytest.Config, name: str) -> tuple[str | None, str]:
     return None, flag
 
 
-def path_problem(value: str, base: Path, *, kind: str, probe: bool) -> str | None:
-    """Why a file (``kind="file"``) or directory (``kind="dir"``) cannot be written at
-    ``value`` (relative to ``base``), or ``None``. With ``probe``, creates and removes a
-    temp file in the nearest existing directory: permission bits do not bind root.
-
-    Example::
-
-        path_problem("out/quant.json", Path.cwd(), kind="file", probe=True)  # None
-    """
-    path = base / value
-
-    def shown(p: Path) -> str:
-        return str(p) if Path(value).is_absolute() else os.path.relpath(p, base)
-
-    try:
-        if kind == "file" and path.is_dir():
-            return f"{value} is a directory; give a file path, e.g. {Path(value, 'quant.json')}"
-        if kind == "dir" and path.exists() and not path.is_dir():
-            return f"{value} is a file; give a directory (created if missing)"
-        existing = path.parent if kind == "file" else path
-        while not existing.exists():
-            existing = existing.parent
-        if not existing.is_dir():
-            return (
-                f"{shown(existing)} is a file, so nothing can be created under it; "
-                "choose another path"
-            )
-    except OSError as exc:  # e.g. a directory on the way that we may not list
-        return f"cannot use {value} ({exc.strerror or exc}); choose another path"
-    if probe:
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".pytest-quant-probe.", dir=existing)
-            os.close(fd)
-            os.unlink(tmp)
-        except OSError as exc:
-            return (
-                f"cannot create files in {shown(existing)} ({exc.strerror or exc}); "
-                "choose a writable path"
-            )
-    return None
-
-
 def _validate_paths(config: pytest.Config) -> None:
     """Stop before any test runs when a path option cannot be used as given."""
     here = config.invocation_params.dir
@@ -277,25 +232,6 @@ def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
     if problem is not None:
         raise pytest.UsageError(problem)
     return out
-
-
-def marker_errors_message(problems: list[str]) -> str:
-    """One usage error for every misused marker, in collection order, capped.
-
-    Example::
-
-        marker_errors_message(["t.py::test_x: @pytest.mark.quant(tolerance='x'): ..."])
-    """
-    if len(problems) == 1:
-        return problems[0]
-    lines = [
-        f"@pytest.mark.quant is misused on {len(problems)} tests "
-        "(it takes only tolerance= and max_lsb=):",
-        *problems[:MAX_MARKER_ERRORS],
-    ]
-    if len(problems) > MAX_MARKER_ERRORS:
-        lines.append(f"... and {len(problems) - MAX_MARKER_ERRORS} more")
-    return "\n".join(lines)
 
 
 def pytest_collection_modifyitems(

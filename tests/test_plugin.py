@@ -332,7 +332,7 @@ def test_bad_markers_are_usage_errors_with_and_without_xdist(pytester, xdist):
 
 
 def test_marker_errors_are_capped_and_say_so():
-    from pytest_quant.plugin import marker_errors_message
+    from pytest_quant._settings import marker_errors_message
 
     msg = marker_errors_message([f"t.py::test_{i}: bad" for i in range(13)])
     lines = msg.splitlines()
