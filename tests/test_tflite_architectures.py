@@ -243,3 +243,33 @@ def test_float_fallback_changes_nothing_where_int16x8_converts(tflite_cache):
 def test_float_fallback_is_for_int16x8_only(text):
     with pytest.raises(ValueError, match="float_fallback=True applies to mode='int16x8' only"):
         convert(text, models_arch.tokens(2), mode="int8", float_fallback=True)
+
+
+def _image_and_meta():
+    """Two inputs whose Keras order [image, meta] is not the interpreter's [meta, image]."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    image, meta = keras.Input((8, 8, 3), name="image"), keras.Input((5,), name="meta")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(image))
+    h = keras.layers.Concatenate(name="join")([x, keras.layers.Dense(4, name="m")(meta)])
+    label = keras.layers.Dense(3, name="label")(h)
+    return keras.Model([image, meta], [label, keras.layers.Dense(1, name="score")(h)])
+
+
+def test_lists_follow_the_keras_models_input_order(tflite_cache):
+    """Found by the zoo: a list in the Keras order was fed in the interpreter's order."""
+    from pytest_quant.tflite import assert_tflite_close
+
+    model = _image_and_meta()
+    rng = np.random.default_rng(0)
+    data = [rng.normal(size=(32, 8, 8, 3)).astype(np.float32),
+            rng.normal(size=(32, 5)).astype(np.float32)]  # fmt: skip
+    runner = TFLiteRunner(convert(model, data, mode="int8", cache_dir=tflite_cache))
+    assert runner.input_names == ["meta", "image"]  # what makes the order matter
+    runner.origin = Origin(model, data, "int8", str(tflite_cache))
+    assert_tflite_close(runner, model, data, tolerance=0.05)  # the same list, both sides
+    by_name = runner({"image": data[0], "meta": data[1]})
+    np.testing.assert_array_equal(runner(data)[0], by_name[0])
+    with pytest.raises(ValueError, match=r"has 1 arrays; the model has 2 inputs"):
+        convert(model, data[:1], mode="int8", cache_dir=tflite_cache)

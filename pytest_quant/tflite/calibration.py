@@ -10,6 +10,31 @@ from typing import Any
 import numpy as np
 
 
+def keras_input_names(model: Any) -> list[str] | None:
+    """A Keras model's input names in its own input order (what a list of arrays
+    follows), or None when ``model`` is not a Keras model with named inputs."""
+    inputs = getattr(model, "inputs", None)
+    if not isinstance(inputs, (list, tuple)) or not inputs:
+        return None
+    names = [str(getattr(t, "name", "")).split(":")[0] for t in inputs]
+    return names if all(names) and len(set(names)) == len(names) else None
+
+
+def by_input_name(model: Any, data: Any) -> Any:
+    """``data`` as a dict by input name when it is a list in a multi-input Keras
+    ``model``'s order: the converted model's inputs come in another order (measured:
+    Keras [image, meta], the interpreter [meta, image]), so a list cannot be positional."""
+    names = keras_input_names(model)
+    if names is None or len(names) < 2 or not isinstance(data, (list, tuple)):
+        return data
+    if len(data) != len(names):
+        raise ValueError(
+            f"representative_data has {len(data)} arrays; the model has {len(names)} "
+            f"inputs {names}: give one array per input, in that order, or a dict by name"
+        )
+    return dict(zip(names, data, strict=True))
+
+
 def _representative(data: Any) -> dict[str, np.ndarray] | list[np.ndarray] | None:
     """Normalize representative data: float arrays to float32, integer arrays (token ids,
     indices) kept integer, as int32 when their values fit (what Keras integer inputs

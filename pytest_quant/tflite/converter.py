@@ -28,7 +28,7 @@ from typing import Any
 
 from ._deps import HINT
 from .cache import _cached, cache_key
-from .calibration import _representative, _save_dataset
+from .calibration import _representative, _save_dataset, by_input_name
 from .export import _saved
 from .failures import _KEPT_OUTPUT, ConversionError, _deterministic, _failure, failure_hint
 from .fingerprint import keras_flavour, model_fingerprint
@@ -158,6 +158,8 @@ def convert(
         )
     mode = mode or "int8"
     settings = _settings(converter_options, float_fallback, mode)
+    if mode in CALIBRATED_MODES:  # a list follows a Keras model's own input order
+        representative_data = by_input_name(source, representative_data)
     rep = _representative(representative_data) if mode in CALIBRATED_MODES else None
     if mode == "int16x8" and rep is None:
         raise ValueError(

@@ -164,7 +164,7 @@ class TFLiteRunner:
                 )
             values = [x[name] for name in self.input_names]
         elif isinstance(x, (list, tuple)) and len(self._inputs) > 1:
-            values = list(x)
+            values = self._in_interpreter_order(list(x))
         else:
             values = [x]
         if len(values) != len(self._inputs):
@@ -182,6 +182,17 @@ class TFLiteRunner:
             self._it.allocate_tensors()
         for index, arr in prepared:
             self._it.set_tensor(index, arr)
+
+    def _in_interpreter_order(self, values: list[Any]) -> list[Any]:
+        """A list follows the Keras model's input order when the runner was converted
+        from one (the interpreter's order can differ), else the interpreter's."""
+        from .calibration import keras_input_names
+
+        names = keras_input_names(self.origin.source) if self.origin is not None else None
+        if names is None or sorted(names) != sorted(self.input_names) or len(values) != len(names):
+            return values
+        given = dict(zip(names, values, strict=True))
+        return [given[name] for name in self.input_names]
 
     def _prepare(self, detail: dict[str, Any], value: Any) -> np.ndarray:
         dtype = np.dtype(detail["dtype"])
