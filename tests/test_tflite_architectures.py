@@ -273,3 +273,16 @@ def test_lists_follow_the_keras_models_input_order(tflite_cache):
     np.testing.assert_array_equal(runner(data)[0], by_name[0])
     with pytest.raises(ValueError, match=r"has 1 arrays; the model has 2 inputs"):
         convert(model, data[:1], mode="int8", cache_dir=tflite_cache)
+
+
+def test_a_dynamic_token_model_is_detected_as_dynamic(tflite_cache):
+    """Found by the zoo: the int8 embedding table's GATHER voted int8 against the hybrid
+    CONV_2D's dynamic, and the tie went to int8."""
+    from pytest_quant.tflite import assert_tflite_spec, detect_scheme
+
+    model = models_arch.text_classifier(width=32)
+    content = convert(model, mode="dynamic", cache_dir=tflite_cache)
+    gather = next(op for op in ops_of(content) if op.name == "GATHER")
+    assert gather.outputs[0].dtype == "INT8"  # the int8 table, looked up
+    assert detect_scheme(content) == "dynamic"
+    assert_tflite_spec(content, scheme="dynamic")

@@ -71,6 +71,9 @@ def _vote(op: Op) -> str | None:
     if "INT16" in out_types:
         return "int16x8"
     if out_types & {"INT8", "UINT8"}:
+        quantized_in = [t for t in op.inputs if t is not None and t.quantized]
+        if quantized_in and all(t.constant for t in quantized_in):
+            return None  # a lookup in a weight table (GATHER of an embedding): no activation
         return "int8"
     float_out = any(t.dtype == "FLOAT32" for t in op.outputs)
     if float_out and any(_quantized_weight(t) for t in op.inputs):
