@@ -249,3 +249,18 @@ def test_non_finite_tensors_rank_first_and_are_never_averaged_away(
     assert errors[0].layer == last.name and math.isinf(errors[0].rmse)
     assert math.isinf(errors[0].added) and all(math.isfinite(e.rmse) for e in errors[1:])
     assert errors.table()[1].split()[:3] == ["inf", "-", "inf"]  # added, steps, rmse
+
+
+def test_a_near_constant_tensor_is_not_blamed_for_a_fraction_of_a_step(tflite_cache):
+    """Found by the zoo: ConvNeXt's LayerNorm variance (0.99999, range 7.7e-7) topped the
+    table at 0.35 steps with 'added' +179,000%, measured against that range."""
+    from pytest_quant.tflite.blame import _Acc
+
+    acc = _Acc()
+    reference = np.full(1000, 0.99999, np.float32) + np.linspace(0, 7.7e-7, 1000, dtype=np.float32)
+    acc.add(reference + np.float32(0.0014), reference)  # 0.35 steps of scale 1/255
+    assert acc.rmse / acc.full_scale < 0.002  # against its magnitude, not its range
+    ramp = np.linspace(-1, 3, 1000)  # a range spanning 0: the range, as before
+    acc = _Acc()
+    acc.add(ramp + 0.01, ramp)
+    assert acc.full_scale == pytest.approx(4.0)

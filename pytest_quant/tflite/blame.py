@@ -11,9 +11,9 @@ Two figures per tensor answer two questions:
 - ``rmse_per_scale``: the error accumulated up to this tensor, in steps of its own scale
   (about 0.29 = 1/sqrt(12) for a tensor that carries nothing but its own rounding).
 - ``added``: what the op that produced it adds over its inputs: its RMS error as a
-  fraction of the float tensor's full-scale range, minus the largest such fraction among
-  its inputs. Rows are ranked by it. Quantizing the model's inputs counts toward the op
-  that reads them.
+  fraction of the float tensor's full scale (its range, or its largest magnitude when
+  that is larger), minus the largest such fraction among its inputs. Rows are ranked
+  by it. Quantizing the model's inputs counts toward the op that reads them.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ class LayerError:
     ``rmse``, ``max_abs_error`` and ``mean_error`` are in the tensor's real units;
     ``scale`` is the quantized tensor's scale (``nan`` for a float tensor);
     ``rmse_per_scale`` is ``rmse / scale``; ``rmse_fs`` is ``rmse`` over the float
-    tensor's full-scale range; ``added`` is ``rmse_fs`` minus the largest ``rmse_fs``
-    of the op's inputs (``nan`` when unknown, e.g. from TF's QuantizationDebugger).
+    tensor's full scale (its range, or its largest magnitude when larger); ``added`` is
+    ``rmse_fs`` minus the largest ``rmse_fs`` of the op's inputs (``nan`` when unknown,
+    e.g. from TF's QuantizationDebugger).
     """
 
     layer: str
@@ -242,10 +243,11 @@ class _Acc:
 
     @property
     def full_scale(self) -> float:
-        """The reference's range; its largest magnitude if constant; 1.0 if all zero
-        (the conventions of :class:`pytest_quant.ErrorStats`)."""
-        span = self.hi - self.lo
-        return span if span > 0 else (self.ref_max_abs or 1.0)
+        """The reference's range, or its largest magnitude when that is larger; 1.0 if
+        all zero. The magnitude floor keeps a near-constant tensor (a LayerNorm variance
+        of 0.99999 +- 4e-7, measured in ConvNeXt) from ranking first on an error a
+        fraction of a step wide; for a tensor whose range spans 0 nothing changes."""
+        return max(self.hi - self.lo, self.ref_max_abs) or 1.0
 
 
 def _dequantized(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray | None:
