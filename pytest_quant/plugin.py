@@ -470,7 +470,8 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
     ) -> Any:
         __tracebackhide__ = True
         from .tflite.converter import convert
-        from .tflite.runner import Origin, TFLiteRunner, is_tflite_source
+        from .tflite.flatbuffer import is_tflite_source
+        from .tflite.runner import Origin, TFLiteRunner
 
         content = convert(
             source,

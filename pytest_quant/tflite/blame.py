@@ -346,7 +346,7 @@ def layer_errors(
             "layer_errors needs reference=: the float model (.tflite path or bytes, Keras "
             "model or SavedModel directory)"
         )
-    from .runner import read_tflite
+    from .flatbuffer import read_tflite
 
     content = read_tflite(quantized)
     return blame(content, reference_tflite(reference, cache_dir, converter_options), x, chunk=chunk)
@@ -359,7 +359,7 @@ def reference_tflite(
 ) -> bytes:
     """The float ``.tflite`` bytes of ``reference`` (converted when it is a Keras model or
     a SavedModel directory)."""
-    from .runner import is_tflite_source, read_tflite
+    from .flatbuffer import is_tflite_source, read_tflite
 
     if is_tflite_source(reference) or hasattr(reference, "content"):
         return read_tflite(reference)

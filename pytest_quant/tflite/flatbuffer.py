@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._deps import require
-from .converter import check_tflite
+from .modes import check_tflite
 
 _NP = {
     "FLOAT32": np.float32,
@@ -248,13 +248,29 @@ def decode(model: Any, subgraph: int = 0) -> list[Op]:
     return out
 
 
-def _model_bytes(model: Any) -> bytes:
-    """The bytes of ``model``: .tflite bytes, a path to one, or a runner (its ``content``)."""
+def is_tflite_source(source: Any) -> bool:
+    """Whether ``source`` is an already-converted model: bytes or a file's path (a
+    SavedModel is a directory)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return True
+    return isinstance(source, (str, os.PathLike)) and Path(source).is_file()
+
+
+def read_tflite(model: Any) -> bytes:
+    """The bytes of a ``.tflite`` model given as bytes, a path (``str`` or ``Path``) or a
+    runner; ``ValueError`` naming the source when it is not a TFLite flatbuffer."""
     if hasattr(model, "content"):
         return bytes(model.content)
     if isinstance(model, (str, os.PathLike)):
-        return Path(model).read_bytes()
-    return bytes(model)
+        path = Path(model)
+        if not path.is_file():
+            raise ValueError(f"{path} is not a file: pass a .tflite path or the model bytes")
+        return check_tflite(path.read_bytes(), str(path))
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return check_tflite(bytes(model), "the model bytes")
+    raise TypeError(
+        f"expected a .tflite model (bytes, a path or a runner), got {type(model).__name__}"
+    )
 
 
 def read_ops(model: Any) -> list[Op]:
@@ -264,4 +280,4 @@ def read_ops(model: Any) -> list[Op]:
 
         names = [op.name for op in read_ops("model.tflite")]
     """
-    return decode(read_model(_model_bytes(model)))
+    return decode(read_model(read_tflite(model)))

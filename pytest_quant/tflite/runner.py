@@ -11,7 +11,6 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ from .._checks import as_float_array
 from ..affine import dequantize, quantize
 from ..qparams import QuantParams
 from ._deps import require
-from .converter import check_tflite
+from .flatbuffer import read_tflite
 
 #: Interpreter kernels: XNNPACK (LiteRT's default CPU delegate), the builtin optimized
 #: kernels without it, or the reference kernels (slow; an oracle).
@@ -331,28 +330,3 @@ class Origin:
     via: str = "saved_model"
     #: the converter settings it was converted with (the float reference uses them too)
     converter_options: Mapping[str, Any] | None = None
-
-
-def is_tflite_source(source: Any) -> bool:
-    """Whether ``source`` is an already-converted model: bytes or a file's path (a
-    SavedModel is a directory)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return True
-    return isinstance(source, (str, os.PathLike)) and Path(source).is_file()
-
-
-def read_tflite(model: Any) -> bytes:
-    """The bytes of a ``.tflite`` model given as bytes, a path (``str`` or ``Path``) or a
-    runner; ``ValueError`` naming the source when it is not a TFLite flatbuffer."""
-    if hasattr(model, "content"):
-        return bytes(model.content)
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.is_file():
-            raise ValueError(f"{path} is not a file: pass a .tflite path or the model bytes")
-        return check_tflite(path.read_bytes(), str(path))
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        return check_tflite(bytes(model), "the model bytes")
-    raise TypeError(
-        f"expected a .tflite model (bytes, a path or a runner), got {type(model).__name__}"
-    )
