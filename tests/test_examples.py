@@ -3,7 +3,9 @@ fails, with the documented messages, on a deliberately broken one."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -13,7 +15,8 @@ import pytest
 
 pytest.importorskip("keras", reason="Keras/TensorFlow not installed: pytest-quant[tf]")
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "model_repo"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "model_repo"
 IGNORE = shutil.ignore_patterns(
     ".pytest_cache", ".hypothesis", ".benchmarks", "reports", "__pycache__"
 )
@@ -56,3 +59,39 @@ def test_example_gate_fails_on_a_broken_calibration(repo):
     assert "layers adding the most error" in out
     assert "top-1 accuracy dropped by" in out
     assert "golden 'digits_int8'" in out and "differs by up to" in out
+
+
+def _readme_commands() -> list[str]:
+    readme = (EXAMPLE / "README.md").read_text()
+    block = readme.split("## Commands", 1)[1].split("```", 2)[1]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_example_installs_as_its_readme_says(tmp_path, repo):
+    """The README's `pip install -e ".[test]"` builds the example and resolves its
+    requirements (it once failed: setuptools refused the flat layout): offline, as a dry
+    run against this environment, where pytest-quant and TensorFlow are installed as a
+    team installs them first. The workflow runs the same command; the extra it names exists."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    install = next(c for c in _readme_commands() if c.startswith("pip install -e"))
+    workflow = (EXAMPLE / ".github" / "workflows" / "quantization.yml").read_text()
+    assert f"- run: {install}\n" in workflow
+    example = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
+    ours = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [r for r in example["project"]["optional-dependencies"]["test"] if "pytest-quant" in r]
+    extras = {e for r in wanted for e in r.split("[", 1)[1].rstrip("]").split(",")}
+    assert wanted and extras <= set(ours["project"]["optional-dependencies"]), wanted
+
+    report = tmp_path / "report.json"
+    offline = ["--dry-run", "--no-index", "--no-build-isolation", "-q", "--report", str(report)]
+    args = shlex.split(install)[2:]  # after "pip install"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", *offline, *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    planned = [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]]
+    assert planned == ["digits-model"], planned  # everything else is already satisfied
