@@ -92,3 +92,45 @@ def layer_scale_mlp(scale: float = 1.0):
     if scale != 1.0:
         model.get_layer("layer_scale").gamma.assign(np.full(3, scale, np.float32))
     return model
+
+
+def attention_block(seq: int = 8, dim: int = 16):
+    """A Transformer encoder block: multi-head self-attention (BATCH_MATMUL, SOFTMAX),
+    residuals, LayerNormalization, a feed-forward pair, pooled to a Dense head."""
+    import keras
+
+    _seed()
+    inp = keras.Input((seq, dim), name="sequence")
+    att = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8, name="attention")(inp, inp)
+    x = keras.layers.LayerNormalization(name="norm_1")(keras.layers.Add(name="res_1")([inp, att]))
+    ff = keras.layers.Dense(32, activation="relu", name="ff_1")(x)
+    ff = keras.layers.Dense(dim, name="ff_2")(ff)
+    x = keras.layers.LayerNormalization(name="norm_2")(keras.layers.Add(name="res_2")([x, ff]))
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    out = keras.layers.Dense(3, name="logits")(x)
+    return keras.Model(inp, out, name="attention_block")
+
+
+def embeddings(n: int, seed: int = 0, seq: int = 8, dim: int = 16) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, seq, dim)).astype(np.float32)
+
+
+def squeeze_excite_cnn():
+    """A MobileNetV3-style block: depthwise convolution, BatchNorm, HARD_SWISH, and a
+    squeeze-and-excite gate (global pool, two Dense, hard sigmoid, Multiply)."""
+    import keras
+
+    _seed()
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Activation("hard_swish", name="hard_swish")(x)
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    s = keras.layers.Dense(4, activation="relu", name="reduce")(s)
+    s = keras.layers.Dense(8, activation="hard_sigmoid", name="expand")(s)
+    x = keras.layers.Multiply(name="excite")([x, s])
+    x = keras.layers.Conv2D(8, 1, name="project")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    out = keras.layers.Dense(3, name="logits")(x)
+    return keras.Model(inp, out, name="squeeze_excite_cnn")
