@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -127,3 +129,145 @@ def test_decode_truncated_packed_buffer_has_no_values(aeq):
     broken = next(t for t in _packed_weights(write_model(model)) if t.index == w.index)
     assert broken.data is None and broken.constant
     assert broken.nbytes == packed_nbytes("INT4", w.shape) - 1
+
+
+# --- malformed models: one error type, naming the source and what is wrong ----------------
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "models"
+
+
+def _golden(name):
+    return (GOLDEN / f"{name}.tflite").read_bytes()
+
+
+def _edited(name, edit):
+    """The golden model ``name`` with ``edit(model, subgraph)`` applied to its ``ModelT``."""
+    from pytest_quant.tflite.flatbuffer import read_model, write_model
+
+    model = read_model(_golden(name))
+    edit(model, model.subgraphs[0])
+    return write_model(model)
+
+
+def _set_name(g, i, name):
+    g.tensors[i].name = name
+
+
+def _set_zero_points(g, i, count):
+    q = g.tensors[i].quantization
+    q.zeroPoint = list(q.zeroPoint)[:count]
+
+
+def _weight(g):
+    """The index of the first FULLY_CONNECTED's weights (per-axis: 32 scales, shape (32, 64))."""
+    return int(g.operators[0].inputs[1])
+
+
+def _set_opcode(model, builtin, deprecated):
+    model.operatorCodes[0].builtinCode = builtin
+    model.operatorCodes[0].deprecatedBuiltinCode = deprecated
+
+
+# (what is edited, the edit on the golden int8 MLP, the problem the error must name)
+MALFORMED = [
+    ("name", lambda m, g: _set_name(g, 3, b"dense\xff"), r"tensor 3's name is not UTF-8 \("),
+    ("op input", lambda m, g: setattr(g.operators[1], "inputs", [999, *g.operators[1].inputs[1:]]),
+     "operator 1 refers to tensor 999 of 10 \\(an input\\)"),
+    ("op output", lambda m, g: setattr(g.operators[2], "outputs", [-7]),
+     "operator 2 refers to tensor -7 of 10"),
+    ("buffer", lambda m, g: setattr(g.tensors[4], "buffer", 5832716),
+     "tensor 4 refers to buffer 5832716 of"),
+    ("opcode index", lambda m, g: setattr(g.operators[0], "opcodeIndex", 40),
+     "operator 0 refers to operator code 40 of"),
+    ("type", lambda m, g: setattr(g.tensors[2], "type", 99),
+     "tensor 2 has type 99, which is no TFLite tensor type"),
+    ("shape", lambda m, g: setattr(g.tensors[2], "shape", [-3, 4]),
+     r"tensor 2 has a negative dimension in its shape \[-3, 4\]"),
+    ("zero points", lambda m, g: _set_zero_points(g, _weight(g), 31),
+     r"tensor \d+ has 32 scale\(s\) but 31 zero point\(s\)"),
+    ("axis", lambda m, g: setattr(g.tensors[_weight(g)].quantization, "quantizedDimension", 5),
+     r"tensor \d+ is quantized per axis on dimension 5, but has 2 dimension\(s\)"),
+    ("graph input", lambda m, g: setattr(g, "inputs", [10]),
+     "the subgraph's inputs refer to tensor 10 of 10"),
+    ("signature", lambda m, g: setattr(m.signatureDefs[0].inputs[0], "tensorIndex", 999),
+     "signature 0 refers to tensor 999 of 10"),
+    ("signature name", lambda m, g: setattr(m.signatureDefs[0].inputs[0], "name", b"\xfe"),
+     r"signature 0 has a name that is not UTF-8 \("),
+    ("unwritten output", lambda m, g: setattr(g, "operators", g.operators[:-1]),
+     r"the subgraph's output tensor \d+ is written by no operator"),
+    ("version", lambda m, g: setattr(m, "version", 6915),
+     "its schema version is 6915; LiteRT reads version 3"),
+    ("no subgraph", lambda m, g: setattr(m, "subgraphs", []), "it has no subgraph"),
+    # LiteRT runs max(builtin, deprecated): FULLY_CONNECTED (9) became BATCH_MATMUL (126),
+    # whose kernel then read missing inputs (LiteRT 2.3.0 died of SIGSEGV on such a model)
+    ("opcode fields", lambda m, g: _set_opcode(m, 126, 9),
+     r"operator code 0 names two ops: builtin_code 126 \(BATCH_MATMUL\) and "
+     r"deprecated_builtin_code 9 \(FULLY_CONNECTED\)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("edit, problem", [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED])
+def test_malformed_model_names_the_first_problem(litert, tmp_path, edit, problem):
+    from pytest_quant.tflite import (
+        MalformedModelError,
+        TFLiteRunner,
+        detect_scheme,
+        lint_tflite,
+    )
+
+    content = _edited("mlp_int8", edit)
+    path = tmp_path / "broken.tflite"
+    path.write_bytes(content)
+    for call in (lint_tflite, detect_scheme, TFLiteRunner):
+        with pytest.raises(MalformedModelError, match=problem) as info:
+            call(path)
+        assert str(info.value).startswith(f"{path}: malformed TFLite model: ")
+        assert info.value.source == str(path) and "convert the model again" in str(info.value)
+    with pytest.raises(MalformedModelError, match=r"^the model bytes: malformed TFLite model: "):
+        lint_tflite(content)
+
+
+def test_unreadable_tables_are_located(litert):
+    from pytest_quant.tflite import MalformedModelError, lint_tflite
+
+    content = _golden("mlp_int8")
+    with pytest.raises(MalformedModelError, match=r"cannot be read \(unpack_from requires"):
+        lint_tflite(content[: len(content) // 2])  # truncated
+    root = bytearray(content)
+    root[0:4] = (len(content) + 100).to_bytes(4, "little")
+    with pytest.raises(
+        MalformedModelError, match=r"root table offset \d+ is outside its \d+ bytes"
+    ):
+        lint_tflite(bytes(root))
+    with pytest.raises(MalformedModelError, match=r"no 'TFL3' identifier.*not a TFLite model"):
+        lint_tflite(b"PK\x03\x04 not a model")
+
+
+def test_malformed_error_is_a_picklable_value_error(litert):
+    import pickle
+
+    from pytest_quant.tflite import MalformedModelError
+
+    exc = MalformedModelError("model.tflite", "tensor 3's name is not UTF-8")
+    assert isinstance(exc, ValueError)
+    again = pickle.loads(pickle.dumps(exc))
+    assert (again.source, again.problem, str(again)) == (exc.source, exc.problem, str(exc))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in GOLDEN.glob("*.tflite")))
+def test_well_formed_models_read_as_before(litert, name):
+    from pytest_quant.tflite.flatbuffer import decode, read_model
+
+    ops = decode(read_model(_golden(name), name))
+    assert ops and all(op.outputs for op in ops)
+
+
+def test_buffer_not_a_whole_number_of_values_decodes_without_values(litert):
+    from pytest_quant.tflite.flatbuffer import decode, read_model
+
+    def edit(m, g):
+        bias = g.tensors[int(g.operators[0].inputs[2])]
+        m.buffers[bias.buffer].data = np.asarray(m.buffers[bias.buffer].data)[:-1]  # 127 bytes
+
+    bias = decode(read_model(_edited("mlp_int8", edit)))[0].inputs[2]
+    assert bias.dtype == "INT32" and bias.data is None and bias.nbytes == 127

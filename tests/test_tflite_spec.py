@@ -591,3 +591,40 @@ def test_failure_message_is_capped():
     lines = failure_message("int8", violations).splitlines()
     assert lines[0] == "the model breaks the TFLite int8 quantization spec in 25 place(s):"
     assert len(lines) == 22 and lines[-1] == "  ... and 5 more"
+
+
+# --- malformed bytes are an error, not a violation ----------------------------------------
+
+
+def test_malformed_model_is_an_error_not_a_violation(tmp_path):
+    from pytest_quant.tflite import MalformedModelError
+
+    model = read_model(_golden("mlp_int8"))
+    model.subgraphs[0].tensors[3].name = b"dense\xff"
+    path = tmp_path / "corrupt.tflite"
+    path.write_bytes(write_model(model))
+    for check in (assert_tflite_spec, detect_weight_types):
+        with pytest.raises(
+            MalformedModelError, match=rf"^{path}: malformed TFLite model: tensor 3"
+        ):
+            check(path)
+
+
+def test_ops_without_outputs_do_not_crash_the_rules():
+    """An op with no outputs (ASSIGN_VARIABLE has none) is read and checked like any
+    other: the rules that look at an output skip it."""
+    for name, ops, scheme in [
+        ("heads_int8", ("SOFTMAX", "LOGISTIC"), "int8"),  # fixed output parameters
+        ("cnn_int8", ("AVERAGE_POOL_2D",), "int8"),  # keeps its input's parameters
+        ("mlp_float16", ("DEQUANTIZE",), "float16"),  # the consumers of its output
+    ]:
+        model = read_model(_golden(name))
+        g = model.subgraphs[0]
+        for op in decode(model):
+            if op.name in ops:
+                g.operators[op.index].outputs = []
+                dropped = {t.index for t in op.outputs}  # no longer written by anything
+                g.outputs = [i for i in g.outputs if i not in dropped]
+        content = write_model(model)
+        assert lint_tflite(content) == [], name
+        assert detect_scheme(content) == scheme, name

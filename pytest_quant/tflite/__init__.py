@@ -26,6 +26,7 @@ _EXPORTS = {
     "layer_errors": ".blame",
     "LayerError": ".blame",
     "Blame": ".blame",
+    "MalformedModelError": ".flatbuffer",
 }
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Blame",
     "ConversionError",
     "LayerError",
+    "MalformedModelError",
     "Outputs",
     "TFLiteRunner",
     "Violation",
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from .blame import Blame, LayerError, layer_errors
     from .checks import assert_tflite_close
     from .converter import MODES, ConversionError, convert
+    from .flatbuffer import MalformedModelError
     from .runner import Outputs, TFLiteRunner
     from .scheme import SCHEMES, detect_scheme, detect_weight_types
     from .spec import Violation, assert_tflite_spec, lint_tflite

@@ -2,14 +2,20 @@
 
 Inputs are quantized with saturation (never wrap-around) when the model takes integers;
 outputs come back dequantized, or raw with :meth:`TFLiteRunner.quantized`. A batch runs
-as one invocation: the input tensor is resized to the batch once, not per sample.
+in as few invocations as its activation memory allows (``batch_size``): the input tensor
+is resized to a chunk, not per sample, and the chunks' outputs are concatenated.
+
+The bytes are checked (:func:`~pytest_quant.tflite.flatbuffer.read_model`) before LiteRT
+sees them, and whatever LiteRT then refuses to load, allocate or run is reported as a
+:class:`~pytest_quant.tflite.flatbuffer.MalformedModelError` naming the source.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +25,17 @@ from .._checks import as_float_array
 from ..affine import dequantize, quantize
 from ..qparams import QuantParams
 from ._deps import require
-from .flatbuffer import read_tflite
+from .flatbuffer import MalformedModelError, read_model, read_tflite, schema, source_name
 
 #: Interpreter kernels: XNNPACK (LiteRT's default CPU delegate), the builtin optimized
 #: kernels without it, or the reference kernels (slow; an oracle).
 KERNELS = ("xnnpack", "builtin", "reference")
+#: The default ``batch_size`` keeps a model's activation tensors (all of them, as if none
+#: shared memory: an upper bound of LiteRT's arena) within this many bytes per invocation.
+ACTIVATION_BUDGET = 64 << 20
+_ITEMSIZE = {"FLOAT64": 8, "INT64": 8, "UINT64": 8, "COMPLEX64": 8, "COMPLEX128": 16}
+_ITEMSIZE |= {"FLOAT16": 2, "INT16": 2, "UINT16": 2, "BFLOAT16": 2}
+_ITEMSIZE |= {"INT8": 1, "UINT8": 1, "BOOL": 1, "INT4": 1, "INT2": 1, "UINT4": 1}
 
 
 class Outputs(dict):  # type: ignore[type-arg]
@@ -57,6 +69,17 @@ class TFLiteRunner:
     :param preserve_all_tensors: keep every intermediate tensor readable after a run
         (what per-tensor blame needs; more memory, and with XNNPACK the delegated
         tensors are still not kept, so blame uses ``kernels="builtin"``).
+    :param batch_size: the most samples one invocation runs: a larger batch runs in
+        chunks of this size (the last one smaller) whose outputs are concatenated, with
+        activation memory bounded by the chunk. ``None`` (the default): as many as keep
+        the model's activation tensors within :data:`ACTIVATION_BUDGET` (64 MiB), at
+        least 1; read it as ``runner.batch_size``. Splitting needs the batch first in
+        every input and output. The outputs are bit for bit one invocation's with XNNPACK
+        and with integer kernels; LiteRT's builtin float kernels sum a row differently
+        by its place in the batch, so there float outputs can differ in their last bits
+        (as between any two batch sizes).
+    :raises MalformedModelError: (a ``ValueError``) bytes that are not a well-formed
+        model, or that LiteRT cannot load, allocate or run; the message names the source.
 
     Example::
 
@@ -64,6 +87,7 @@ class TFLiteRunner:
         y = runner(x_test)              # dequantized float outputs
         q = runner.quantized(x_test)    # raw int8 outputs
         runner.output_qparams           # QuantParams of the output
+        TFLiteRunner(content, batch_size=16)(x_test)  # 16 samples per invocation
     """
 
     def __init__(
@@ -73,15 +97,30 @@ class TFLiteRunner:
         kernels: str = "xnnpack",
         num_threads: int = 1,
         preserve_all_tensors: bool = False,
+        batch_size: int | None = None,
     ) -> None:
         if kernels not in KERNELS:
             raise ValueError(f"kernels={kernels!r}: use one of {', '.join(KERNELS)}")
         if not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"num_threads={num_threads!r} must be an int >= 1")
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ValueError(
+                f"batch_size={batch_size!r} must be an int >= 1 (samples per invocation), "
+                "or None to bound activation memory by itself"
+            )
         self.content = read_tflite(content)
+        #: how messages name the model: its path, or "the model bytes"
+        self.source = source_name(content)
+        model = read_model(self.content, self.source)  # LiteRT never sees malformed bytes
         self.options: dict[str, Any] = {"kernels": kernels, "num_threads": num_threads}
         if preserve_all_tensors:
             self.options["preserve_all_tensors"] = True
+        if batch_size is not None:
+            self.options["batch_size"] = batch_size
+        #: the most samples one invocation runs (see the ``batch_size`` parameter)
+        self.batch_size = batch_size or max(1, ACTIVATION_BUDGET // _activation_bytes(model))
         lite = require("ai_edge_litert.interpreter")
         resolver = {
             "xnnpack": lite.OpResolverType.AUTO,
@@ -99,13 +138,19 @@ class TFLiteRunner:
                 )
             self._it.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
-            raise ValueError(
-                f"LiteRT cannot load this model: {exc}{_load_hint(str(exc))}"
-            ) from None
-        self._inputs = self._it.get_input_details()
-        self._outputs = self._it.get_output_details()
+            hint = _load_hint(str(exc))
+            if hint:  # a well-formed model that needs kernels this interpreter lacks
+                raise ValueError(f"LiteRT cannot load this model: {exc}{hint}") from None
+            problem = f"LiteRT cannot load it: {_said(exc)}"
+            raise MalformedModelError(self.source, problem, _LITERT_FIX) from None
+        try:
+            self._inputs = self._it.get_input_details()
+            self._outputs = self._it.get_output_details()
+            self._names = self._signature_names()
+        except (RuntimeError, ValueError, TypeError) as exc:  # UnicodeDecodeError included
+            problem = f"LiteRT cannot describe its inputs and outputs: {_said(exc)}"
+            raise MalformedModelError(self.source, problem) from None
         self._shapes = {d["index"]: tuple(int(s) for s in d["shape"]) for d in self._inputs}
-        self._names = self._signature_names()
         self._origin: Origin | None = None
 
     @property
@@ -154,7 +199,8 @@ class TFLiteRunner:
         """``QuantParams`` of the output (``None`` for a float output); a tuple for several."""
         return self._qp(self._outputs)
 
-    def _feed(self, x: Any) -> None:
+    def _values(self, x: Any) -> list[Any]:
+        """``x`` as one value per input, in the interpreter's input order."""
         if isinstance(x, Mapping):
             unknown = set(x) - set(self.input_names)
             if unknown or len(x) != len(self._inputs):
@@ -168,19 +214,51 @@ class TFLiteRunner:
             values = [x]
         if len(values) != len(self._inputs):
             raise ValueError(f"the model has {len(self._inputs)} inputs, got {len(values)}")
+        return values
+
+    def _feed(self, values: list[Any]) -> None:
         resized = False
         prepared = []
         for d, v in zip(self._inputs, values, strict=True):
             arr = self._prepare(d, v)
             if self._shapes[d["index"]] != arr.shape:
-                self._it.resize_tensor_input(d["index"], arr.shape)
-                self._shapes[d["index"]] = arr.shape
+                self._resize(d["index"], arr.shape)
                 resized = True
             prepared.append((d["index"], arr))
         if resized:
-            self._it.allocate_tensors()
+            try:
+                self._it.allocate_tensors()
+            except (RuntimeError, ValueError) as exc:
+                shapes = ", ".join(str(arr.shape) for _, arr in prepared)
+                problem = f"LiteRT cannot allocate its tensors for inputs of shape {shapes}"
+                raise MalformedModelError(
+                    self.source, f"{problem}: {_said(exc)}", _RESIZE_FIX
+                ) from None
         for index, arr in prepared:
             self._it.set_tensor(index, arr)
+
+    def _resize(self, index: int, shape: tuple[int, ...]) -> None:
+        try:
+            self._it.resize_tensor_input(index, shape)
+        except (RuntimeError, ValueError) as exc:
+            problem = f"LiteRT cannot resize input {self._names[index]!r} to {shape}"
+            raise MalformedModelError(
+                self.source, f"{problem}: {_said(exc)}", _RESIZE_FIX
+            ) from None
+        self._shapes[index] = shape
+
+    def _invoke(self) -> None:
+        try:
+            self._it.invoke()
+        except (RuntimeError, ValueError) as exc:
+            shapes = ", ".join(str(s) for s in self._shapes.values())
+            problem = f"LiteRT failed to run it on inputs of shape {shapes}: {_said(exc)}"
+            fix = (
+                "If the inputs are within the model's range (token ids within its vocabulary, "
+                "indices within their tables), the bytes are corrupt: convert the model "
+                "again, or restore the file"
+            )
+            raise MalformedModelError(self.source, problem, fix) from None
 
     def _in_interpreter_order(self, values: list[Any]) -> list[Any]:
         """A list follows the Keras model's input order when the runner was converted
@@ -216,9 +294,10 @@ class TFLiteRunner:
         return np.ascontiguousarray(arr)
 
     def invoke(self, x: Any) -> None:
-        """Run a batch and keep the interpreter's tensors (see :meth:`tensor`)."""
-        self._feed(x)
-        self._it.invoke()
+        """Run a batch as one invocation, whatever ``batch_size``, and keep the
+        interpreter's tensors (see :meth:`tensor`)."""
+        self._feed(self._values(x))
+        self._invoke()
 
     def tensor(self, index: int) -> np.ndarray:
         """A copy of tensor ``index`` after :meth:`invoke` (intermediate tensors need
@@ -230,12 +309,37 @@ class TFLiteRunner:
         return dict(self._it._get_tensor_details(index, 0))
 
     def quantized(self, x: Any) -> Any:
-        """Run a batch; return the raw outputs (integer codes for a quantized output)."""
-        self.invoke(x)
+        """Run a batch (in chunks of at most ``batch_size`` samples); return the raw
+        outputs (integer codes for a quantized output)."""
+        values = self._values(x)
+        n = _batch_length(values)
+        if n is None or n <= self.batch_size:
+            arrays = self._run(values)
+        else:
+            parts = [
+                self._run(chunk, samples=samples)
+                for chunk, samples in _chunks(values, n, self.batch_size)
+            ]
+            arrays = [np.concatenate(column) for column in zip(*parts, strict=True)]
         outs = Outputs(
-            (self._names[d["index"]], self._it.get_tensor(d["index"]).copy()) for d in self._outputs
+            (self._names[d["index"]], arr) for d, arr in zip(self._outputs, arrays, strict=True)
         )
         return outs if len(outs) > 1 else outs[0]
+
+    def _run(self, values: list[Any], *, samples: int | None = None) -> list[np.ndarray]:
+        """One invocation; its outputs in output order. ``samples``: the samples of a chunk,
+        which every output must have first (else the batch cannot be split)."""
+        self._feed(values)
+        self._invoke()
+        outs = [self._it.get_tensor(d["index"]).copy() for d in self._outputs]
+        for d, arr in zip(self._outputs, outs, strict=True):
+            if samples is not None and (arr.ndim == 0 or arr.shape[0] != samples):
+                raise ValueError(
+                    f"output {self._names[d['index']]!r} has shape {arr.shape} for a chunk of "
+                    f"{samples} samples: its first dimension is not the batch, so the batch "
+                    f"cannot be split; pass batch_size= at least the batch's length"
+                )
+        return outs
 
     def __call__(self, x: Any) -> Any:
         """Run a batch; return float outputs (dequantized where the model's are integers)."""
@@ -277,6 +381,46 @@ class TFLiteRunner:
         )
 
 
+def _activation_bytes(model: Any) -> int:
+    """Bytes of the main subgraph's non-constant tensors for one sample (their stored
+    shapes over the first input's stored batch); at least 1."""
+    g = model.subgraphs[0]
+    tensors = g.tensors or []
+    names = {v: k for k, v in vars(schema().TensorType).items() if not k.startswith("_")}
+    total = 0
+    for t in tensors:
+        buf = model.buffers[t.buffer]
+        if (buf.data is not None and len(buf.data)) or getattr(buf, "offset", 0) > 1:
+            continue  # a constant: loaded once, whatever the batch
+        shape = [int(v) for v in (t.shape if t.shape is not None else [])]
+        total += math.prod(shape) * _ITEMSIZE.get(names.get(t.type, ""), 4)
+    inputs = [int(i) for i in (g.inputs if g.inputs is not None else [])]
+    first = tensors[inputs[0]].shape if inputs else None
+    batch = int(first[0]) if first is not None and len(first) and first[0] > 0 else 1
+    return max(1, total // batch)
+
+
+def _batch_length(values: list[Any]) -> int | None:
+    """The samples in a batch: the first dimension every input shares (None: no such)."""
+    lengths = {np.shape(v)[0] if np.ndim(v) else None for v in values}
+    if len(lengths) != 1:
+        return None
+    return lengths.pop()
+
+
+def _chunks(values: list[Any], n: int, size: int) -> Iterator[tuple[list[Any], int]]:
+    """Consecutive slices of at most ``size`` samples of every input, with their length."""
+    arrays = [np.asarray(v) for v in values]
+    for start in range(0, n, size):
+        stop = min(n, start + size)
+        yield [a[start:stop] for a in arrays], stop - start
+
+
+def _said(exc: BaseException) -> str:
+    """LiteRT's message on one line (it joins its errors without separators)."""
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+
+
 def _integer_input(value: Any, dtype: np.dtype, name: str) -> np.ndarray:
     """``value`` for a non-quantized integer input (token ids): cast to its dtype when no
     value changes, else a ``ValueError`` that says which."""
@@ -298,6 +442,16 @@ def _integer_input(value: Any, dtype: np.dtype, name: str) -> np.ndarray:
 
 
 _FLEX = ("Select TensorFlow op", "Flex delegate")
+_RESIZE_FIX = (
+    "A model built for one batch size (a RESHAPE to a fixed shape) runs only that one: "
+    "pass TFLiteRunner(..., batch_size=<that size>); otherwise the bytes are corrupt: "
+    "convert the model again, or restore the file"
+)
+_LITERT_FIX = (
+    "The flatbuffer reads well, but LiteRT refuses it: a corrupt file (convert the model "
+    "again, or restore it), or parameters its kernels cannot run (assert_tflite_spec names "
+    "spec violations; kernels='builtin' or 'reference' avoid XNNPACK's limits)"
+)
 
 
 def _load_hint(error: str) -> str:

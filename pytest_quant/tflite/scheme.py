@@ -98,6 +98,7 @@ def weight_types_of(ops: list[Op]) -> tuple[str, ...]:
 def detect_scheme(model: Any) -> str:
     """The quantization scheme of ``model`` (bytes, a ``.tflite`` path or a runner): one
     of :data:`SCHEMES`, by the scheme most of its ops use (see the module docstring).
+    Malformed bytes raise :class:`~pytest_quant.tflite.flatbuffer.MalformedModelError`.
 
     Example::
 

@@ -37,7 +37,9 @@ https://ai.google.dev/edge/litert/models/quantization_spec, summarized in QUANT-
   range is a broken model). Float ops: nothing to check.
 
 Only the main subgraph is linted. A failure names the op, the tensor and the rule;
-model-level rules (the scheme demanded with ``scheme=``) name op -1.
+model-level rules (the scheme demanded with ``scheme=``) name op -1. Bytes that are not a
+well-formed model (a corrupt file) are no violation: they raise
+:class:`~pytest_quant.tflite.flatbuffer.MalformedModelError` before any rule runs.
 """
 
 from __future__ import annotations
@@ -310,7 +312,7 @@ def _dequantize(
         return []
     if not integer_constant(t):
         return []
-    uses = consumers.get(op.outputs[0].index, [])
+    uses = consumers.get(op.outputs[0].index, []) if op.outputs else []
     users = [(c.name, WEIGHT_AXIS[c.name]) for c, k in uses if k == 1 and c.name in WEIGHT_AXIS]
     channels = users[0] if users else None  # the channel dimension of the op it feeds
     return _weights(op, t, allowed=allowed, channels=channels, strict=False)
@@ -382,9 +384,9 @@ def _lint(
             found += _weight_op(op, allowed)
         elif op.name == "DEQUANTIZE":
             found += _dequantize(op, allowed, consumers)
-        if op.name in FIXED_OUTPUT or op.name in FIXED_OUTPUT_INT16:
+        if op.outputs and (op.name in FIXED_OUTPUT or op.name in FIXED_OUTPUT_INT16):
             found += _fixed_output(op)
-        if op.name in SAME_PARAMS:
+        if op.outputs and op.name in SAME_PARAMS:
             found += _same_params(op)
         found += _int16_symmetric(op, seen)
     detected = scheme_of(ops)
@@ -399,7 +401,8 @@ def lint_tflite(
 ) -> list[Violation]:
     """Every violation of its quantization scheme in ``model`` (bytes, a path or a
     runner): model-level first, then in op order. ``scheme`` and ``weights`` as in
-    :func:`assert_tflite_spec`; an empty list for a model that passes.
+    :func:`assert_tflite_spec`; an empty list for a model that passes. Malformed bytes
+    raise :class:`~pytest_quant.tflite.flatbuffer.MalformedModelError`.
 
     Example::
 
@@ -441,8 +444,9 @@ def assert_tflite_spec(
     :raises AssertionError: the model breaks a rule; the message names the scheme
         checked and lists each violation with the op index, op, tensor and rule (up to
         20).
-    :raises ValueError: an unknown ``scheme`` or weight type, or bytes that are not a
-        TFLite model.
+    :raises MalformedModelError: (a ``ValueError``) bytes that are not a well-formed
+        TFLite model, naming the source and the first thing wrong.
+    :raises ValueError: an unknown ``scheme`` or weight type.
 
     Example::
 
