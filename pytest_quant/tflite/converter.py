@@ -3,7 +3,9 @@
 The converter runs in a child process because it can abort the whole process: TF 2.16.2
 with Keras 3 dies with ``LLVM ERROR: Failed to infer result type(s)`` converting a small
 Conv2D model to int8. In the child, such a crash becomes a :class:`ConversionError`
-naming the TensorFlow version and the crash, and the test session goes on.
+naming the TensorFlow version and the crash, and the test session goes on. The child is
+kept for the session (:mod:`._child`): TensorFlow is imported once, not per conversion,
+and a child that crashes is replaced for the next conversion.
 
 Keras 3 and Keras 2 (``tf_keras``, what TensorFlow Model Optimization's QAT builds) models
 both work: the parent saves the model with the Keras that built it (a SavedModel, or a
@@ -18,14 +20,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import _child
 from ._deps import HINT
 from .cache import _cached, cache_key
 from .calibration import _representative, _save_dataset, by_input_name
@@ -35,7 +37,7 @@ from .fingerprint import keras_flavour, model_fingerprint
 from .modes import CALIBRATED_MODES, MODES, REFERENCE_MODE, check_tflite
 from .options import _settings
 
-#: The module the child process runs (``python -m``).
+#: The module the child process runs (``python -m``; see :mod:`._child`).
 WORKER = "pytest_quant.tflite._worker"
 #: The child's exit status for a converter setting it cannot apply (a usage error, raised
 #: as ``ValueError`` and never cached); the message follows :data:`USAGE_MARK` on stderr.
@@ -63,6 +65,7 @@ def convert(
     via: str = "saved_model",
     converter_options: Mapping[str, Any] | None = None,
     float_fallback: bool = False,
+    keep_float: Sequence[str] | None = None,
 ) -> bytes:
     """Return the TFLite flatbuffer of ``source`` converted in ``mode`` (default int8).
 
@@ -116,13 +119,22 @@ def convert(
         measured on TF 2.21 (three small models), a model that converts without it gives
         the same bytes with it, so the switch only turns failures into mixed int16/float
         models, which an int16-only target cannot run; the failure's message names it.
+    :param keep_float: ``mode="int8"`` with ``representative_data`` only: the ops to keep
+        in float, named by the tensors they write (as the blame table and
+        :func:`~pytest_quant.tflite.suggest_float_layers` show them). TF's selective
+        quantization: the model is calibrated, then quantized by the MLIR quantizer with
+        these tensors as ``denylisted_nodes`` (what ``QuantizationDebugOptions(
+        denylisted_nodes=...)`` does); each kept op reads through a DEQUANTIZE and writes
+        through a QUANTIZE, and the model's int8 inputs and outputs stay int8. Part of the
+        cache key; ``None`` or ``[]`` is the plain int8 model. A name that is no op's
+        output is a ``ValueError`` listing close ones.
     :raises ConversionError: the converter failed or crashed (its message, the route and
         the TF version are in the error, with a hint when the cause is plain).
     :raises ValueError: an unknown ``mode`` or ``via``, bad representative data,
         ``"int16x8"`` without it (the converter would return a float model), a
         ``converter_options`` attribute the converter does not have, or a ``mode`` or
-        ``representative_data`` given with an already-converted ``.tflite`` (it is
-        returned as it is: neither would apply).
+        ``representative_data`` (or ``keep_float``) given with an already-converted
+        ``.tflite`` (it is returned as it is: neither would apply).
 
     Example::
 
@@ -133,12 +145,21 @@ def convert(
             converter_options={"_experimental_default_to_single_batch_in_tensor_list_ops": True},
         )
         mobilenet_v3 = convert(model, x_calib, mode="int16x8", float_fallback=True)
+        selective = convert(model, x_calib, keep_float=found.keep_float)  # int8
     """
     __tracebackhide__ = True
     if mode is not None and mode not in (*MODES, REFERENCE_MODE):
         raise ValueError(f"mode={mode!r}: use one of {', '.join((*MODES, REFERENCE_MODE))}")
     if via not in ("saved_model", "keras"):
         raise ValueError(f"via={via!r}: use 'saved_model' or 'keras'")
+    if keep_float and (
+        isinstance(source, (bytes, bytearray, memoryview))
+        or (isinstance(source, (str, os.PathLike)) and Path(source).is_file())
+    ):
+        raise ValueError(
+            "keep_float cannot apply to an already-converted .tflite: pass the float model "
+            "(Keras or SavedModel) and its representative_data"
+        )
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _converted(check_tflite(bytes(source), "the model bytes"), mode, representative_data)
     if isinstance(source, (str, os.PathLike)):
@@ -157,7 +178,7 @@ def convert(
             "SavedModel directory, a .tflite path or the model bytes"
         )
     mode = mode or "int8"
-    settings = _settings(converter_options, float_fallback, mode)
+    settings = _settings(converter_options, float_fallback, mode, keep_float)
     if mode in CALIBRATED_MODES:  # a list follows a Keras model's own input order
         representative_data = by_input_name(source, representative_data)
     rep = _representative(representative_data) if mode in CALIBRATED_MODES else None
@@ -165,6 +186,12 @@ def convert(
         raise ValueError(
             "mode='int16x8' needs representative_data: the int16 activation ranges come "
             "from it (without it the converter returns a float model)"
+        )
+    if "keep_float" in settings and rep is None:
+        raise ValueError(
+            "keep_float needs representative_data: the ops kept in float are chosen after "
+            "calibrating the model on it (a QAT model's int8 ops come from its fake-quant "
+            "nodes instead)"
         )
     route = _route(source, via, mode, rep is not None)
     # a SavedModel directory without a cache needs no fingerprint (it is not exported)
@@ -267,6 +294,18 @@ def _describe(source: Any) -> str:
     return f"Keras model {getattr(source, 'name', type(source).__name__)!r}"
 
 
+def _child_env() -> dict[str, str]:
+    """The child's environment: the parent's, at the time of the job (a child started
+    with another is not reused), with TensorFlow's C++ info and warning logs off."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _start_child() -> None:
+    """Start the child now if none waits, so that its TensorFlow import overlaps with
+    the export of the model."""
+    _child.start(WORKER, _child_env())
+
+
 def _run_child(
     args: list[str],
     action: str,
@@ -275,10 +314,8 @@ def _run_child(
     hint: Callable[[str], str] | None = None,
 ) -> None:
     __tracebackhide__ = True
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", WORKER, *args]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        done = _child.run(WORKER, args, _child_env(), timeout)
     except subprocess.TimeoutExpired:
         raise ConversionError(
             f"TensorFlow {version} converter did not finish {action} within {timeout:g} s"
@@ -298,6 +335,7 @@ def _run_child(
 def _convert_in_child(job: _Job) -> bytes:
     __tracebackhide__ = True
     route = job.route
+    _start_child()
     with tempfile.TemporaryDirectory(prefix="pytest-quant-convert-") as tmp:
         work = Path(tmp)
         saved = _saved(job.source, work, route, job.fingerprint)
@@ -308,6 +346,8 @@ def _convert_in_child(job: _Job) -> bytes:
             action += f" with converter_options={job.settings['options']}"
         if job.settings["float_fallback"]:
             action += " with float_fallback=True"
+        if job.settings.get("keep_float"):
+            action += f" keeping {len(job.settings['keep_float'])} op(s) in float (keep_float)"
         settings = json.dumps(job.settings)
         args = ["convert", route.entry, str(saved), rep_path, job.mode, str(out), settings]
 

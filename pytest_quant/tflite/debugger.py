@@ -17,7 +17,7 @@ from typing import Any
 
 from .blame import LayerError
 from .calibration import _representative, _save_dataset
-from .converter import _describe, _route, _run_child, tf_version
+from .converter import _describe, _route, _run_child, _start_child, tf_version
 from .export import _saved
 
 
@@ -40,6 +40,7 @@ def debugger_layer_errors(
     if rep is None or dbg is None:
         raise ValueError("layer_errors needs representative_data and debug_data")
     version = tf_version()
+    _start_child()
     with tempfile.TemporaryDirectory(prefix="pytest-quant-blame-") as tmp:
         work = Path(tmp)
         saved = _saved(source, work, _route(source, "saved_model", "int8", True))
