@@ -1,4 +1,4 @@
-"""Run an elementwise kernel over a large array in cache-sized blocks on all cores.
+"""Run elementwise kernels and reductions over large arrays in cache-sized blocks on all cores.
 
 numpy releases the GIL inside ufuncs, so blocks run truly in parallel; blocks of
 128K float32 (512 KiB) keep every pass of a multi-pass kernel in cache. This is what
@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
+from typing import TypeVar
 
 import numpy as np
 
@@ -22,6 +23,7 @@ _PARALLEL_FROM = 1 << 19  # below this, thread hand-off costs more than it saves
 _WORKERS = min(os.cpu_count() or 1, 8)
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+_T = TypeVar("_T")
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -67,3 +69,18 @@ def blockwise(
     if bad:
         require_finite(x, name)
     return out
+
+
+def over_shares(task: Callable[[int, int], _T], nblocks: int, *, parallel: bool) -> list[_T]:
+    """Call ``task(first, stop)`` on one contiguous share of block numbers ``[0, nblocks)``
+    per worker (all in this thread unless ``parallel``); return the results in order.
+
+    The blocks are numbered, not the workers: a task that files its figures under the
+    block number gives results that do not depend on how many cores the machine has.
+    """
+    workers = min(_WORKERS, nblocks) if parallel else 1
+    if workers <= 1:
+        return [task(0, nblocks)]
+    cuts = [nblocks * i // workers for i in range(workers + 1)]
+    tasks = [_executor().submit(task, lo, hi) for lo, hi in pairwise(cuts)]
+    return [t.result() for t in tasks]

@@ -16,18 +16,29 @@ def as_float_array(
     argument, what is wrong, where, and what to do. ``check_finite=False`` is for hot
     paths that check block by block instead (``_blocks.blockwise``).
     """
+    arr = as_real_array(x, name, allow_empty=allow_empty)
+    if arr.dtype.kind in "iub":
+        arr = arr.astype(np.float64)
+    if check_finite:
+        require_finite(arr, name)
+    return arr
+
+
+def as_real_array(x: Any, name: str, *, allow_empty: bool = False) -> np.ndarray:
+    """Return ``x`` as an array of real numbers (float, integer or bool), not converted.
+
+    For code that converts block by block (``metrics.compare``) rather than copying a
+    large input whole. Non-numeric input raises ``TypeError``, empty input ``ValueError``;
+    NaN/Inf are the caller's to check.
+    """
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} must be array-like of numbers: {exc}") from None
-    if arr.dtype.kind in "iub":
-        arr = arr.astype(np.float64)
-    elif arr.dtype.kind != "f":
+    if arr.dtype.kind not in "iubf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one element")
-    if check_finite:
-        require_finite(arr, name)
     return arr
 
 

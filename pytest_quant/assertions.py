@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from . import _settings, messages
+from ._blocks import _PARALLEL_FROM, over_shares
 from ._checks import as_float_array, as_int_array, finite_scalar, same_shape
 from ._intdiff import int_difference
-from .metrics import compare
+from .metrics import _LEAN_FIGURES, _figure, compare
 from .qparams import QuantParams
+
+_INT_BLOCK = 1 << 16  # elements per block of integer codes
 
 #: metric name -> (ErrorStats field, description)
 METRICS = {
@@ -29,7 +33,9 @@ METRICS = {
 
 
 class QuantWarning(UserWarning):
-    """A check passed but cannot resolve its bound (e.g. too small an evaluation set)."""
+    """pytest-quant's warnings: a check passed but cannot resolve its bound (e.g. too small
+    an evaluation set); subclasses say more (``tflite.cache.CacheEntryWarning``: a damaged
+    conversion cache entry, converted again)."""
 
 
 def _tolerance(tolerance: float | None, name: str = "tolerance") -> tuple[float, str]:
@@ -105,13 +111,20 @@ def assert_quant_close(
     if name not in METRICS:
         raise ValueError(f"metric={metric!r}: use one of {', '.join(METRICS)}")
     bound, origin = _tolerance(tolerance)
-    stats = compare(actual, reference, qparams=qparams)
     field, description = METRICS[name]
-    value = float(getattr(stats, field))
+    stats = None
+    if field in _LEAN_FIGURES:  # the verdict needs one figure (and the histogram)
+        value, hist = _figure(actual, reference, field, qparams)
+    else:
+        stats = compare(actual, reference, qparams=qparams)
+        value = float(getattr(stats, field))
+        hist = stats.lsb_histogram() if qparams is not None else None
     passed = value <= bound
-    detail = {"lsb_histogram": stats.lsb_histogram()} if qparams is not None else None
+    detail = {"lsb_histogram": hist} if hist is not None else None
     record("assert_quant_close", f"{name}_error", value, bound, passed, detail=detail)
     if not passed:
+        if stats is None:  # the message gives every figure: a second pass
+            stats = compare(actual, reference, qparams=qparams)
         raise AssertionError(
             messages.close_failure(
                 metric=name,
@@ -160,15 +173,10 @@ def assert_within_lsb(
         max_mismatch = finite_scalar(max_mismatch, "max_mismatch")
         if not 0.0 <= max_mismatch <= 1.0:
             raise ValueError(f"max_mismatch={max_mismatch} must be a fraction in [0, 1]")
-    diff = int_difference(a, e)  # exact for every dtype pair: int64 or uint64 never wrap
-    absdiff = np.abs(diff)
-    flat = int(np.argmax(absdiff))
-    index = tuple(int(i) for i in np.unravel_index(flat, diff.shape)) if diff.ndim else ()
-    max_diff = int(absdiff.max())
-    mismatch = float(np.mean(diff != 0))
+    max_diff, flat, differ, hist = _int_errors(a, e)
+    index = tuple(int(i) for i in np.unravel_index(flat, a.shape)) if a.ndim else ()
+    mismatch = differ / a.size
     passed = max_diff <= bound and (max_mismatch is None or mismatch <= max_mismatch)
-    values, counts = np.unique(diff, return_counts=True)
-    hist = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
     record(
         "assert_within_lsb",
         "max_lsb",
@@ -188,10 +196,11 @@ def assert_within_lsb(
     if passed:
         return
     real = None
+    worst = int(a[index]) - int(e[index])
     if qparams is not None:
-        qparams.check_channels(diff.shape)
-        scale, _ = qparams.broadcast(diff.ndim)
-        real = float(diff[index]) * float(np.broadcast_to(scale, diff.shape)[index])
+        qparams.check_channels(a.shape)
+        scale, _ = qparams.broadcast(a.ndim)
+        real = float(worst) * float(np.broadcast_to(scale, a.shape)[index])
     raise AssertionError(
         messages.lsb_failure(
             max_diff=max_diff,
@@ -201,13 +210,71 @@ def assert_within_lsb(
             expected=int(e[index]),
             mismatch=mismatch,
             max_mismatch=max_mismatch,
-            n=int(diff.size),
+            n=int(a.size),
             hist=hist,
             real_error=real,
             origin=origin,
             source=_settings.MAX_LSB_SOURCE,
         )
     )
+
+
+def _int_errors(a: np.ndarray, e: np.ndarray) -> tuple[int, int, int, dict[int, int]]:
+    """``a - e`` exactly, block by block: the largest ``|a - e|`` and the flat index of
+    its first occurrence, how many elements differ, and the count of each difference."""
+    fa, fe = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(e).reshape(-1)
+    n = fa.size
+    nblocks = -(-n // _INT_BLOCK)
+    peaks: list[Any] = [0] * nblocks
+    where = [0] * nblocks
+    differ = [0] * nblocks
+
+    def share(first: int, stop: int) -> dict[int, int]:
+        hist: dict[int, int] = {}
+        for b in range(first, stop):
+            start = b * _INT_BLOCK
+            diff = _block_difference(fa[start : start + _INT_BLOCK], fe[start : start + _INT_BLOCK])
+            absdiff = np.abs(diff)
+            i = int(np.argmax(absdiff))
+            peaks[b], where[b] = absdiff[i], start + i
+            differ[b] = int(np.count_nonzero(diff))
+            _count_differences(diff, hist)
+        return hist
+
+    hist: dict[int, int] = {}
+    for part in over_shares(share, nblocks, parallel=n >= _PARALLEL_FROM):
+        for key, count in part.items():
+            hist[key] = hist.get(key, 0) + count
+    worst = max(range(nblocks), key=lambda b: (peaks[b], -b))  # the first largest
+    return int(peaks[worst]), where[worst], sum(differ), dict(sorted(hist.items()))
+
+
+def _block_difference(a: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Exact ``a - e`` in the narrowest type that holds every difference of the dtypes."""
+    if a.dtype.itemsize == e.dtype.itemsize == 1:
+        return np.subtract(a, e, dtype=np.int16)
+    if a.dtype.itemsize <= 2 and e.dtype.itemsize <= 2:
+        return np.subtract(a, e, dtype=np.int32)
+    return int_difference(a, e)  # int64, or Python ints where int64 would wrap
+
+
+def _count_differences(diff: np.ndarray, hist: dict[int, int]) -> None:
+    """Add the count of each value of ``diff`` to ``hist``."""
+    lo, hi = diff.min(), diff.max()
+    span = int(hi) - int(lo)
+    pairs: Iterable[tuple[int, int]]
+    if diff.dtype != object and span < 8:  # the usual few steps: one count each
+        found = [(v, int(np.count_nonzero(diff == v))) for v in range(int(lo), int(hi) + 1)]
+        pairs = [(v, c) for v, c in found if c]
+    elif diff.dtype != object and span < 1 << 16:
+        bins = np.bincount((diff - lo).astype(np.intp, copy=False))
+        keys = np.flatnonzero(bins)
+        pairs = zip((keys + int(lo)).tolist(), bins[keys].tolist(), strict=True)
+    else:  # wide, or Python ints
+        values, counts = np.unique(diff, return_counts=True)
+        pairs = zip((int(v) for v in values), counts.tolist(), strict=True)
+    for key, count in pairs:
+        hist[key] = hist.get(key, 0) + count
 
 
 def assert_sqnr(actual: Any, reference: Any, *, min_db: float) -> None:
@@ -222,11 +289,12 @@ def assert_sqnr(actual: Any, reference: Any, *, min_db: float) -> None:
     """
     __tracebackhide__ = True
     bound = finite_scalar(min_db, "min_db")
-    stats = compare(actual, reference)
-    passed = stats.sqnr_db >= bound
-    record("assert_sqnr", "sqnr_db", stats.sqnr_db, bound, passed, at_least=True)
+    value, _ = _figure(actual, reference, "sqnr_db")
+    passed = value >= bound
+    record("assert_sqnr", "sqnr_db", value, bound, passed, at_least=True)
     if not passed:
-        raise AssertionError(messages.sqnr_failure(value=stats.sqnr_db, min_db=bound, stats=stats))
+        stats = compare(actual, reference)  # the message's figures: a second pass
+        raise AssertionError(messages.sqnr_failure(value=value, min_db=bound, stats=stats))
 
 
 def _class_ids(x: Any, name: str) -> np.ndarray:

@@ -27,6 +27,7 @@ from ._checks import as_float_array, finite_scalar, require_finite
 from .rounding import round_half_away_from_zero
 
 _F = np.float32
+_TINY = np.finfo(_F).tiny  # the smallest normal float32
 
 
 class Nudged(NamedTuple):
@@ -57,12 +58,18 @@ def nudge(x_min: Any, x_max: Any, *, num_bits: int = 8, narrow_range: bool = Fal
     return _checked_nudge(lo, hi, qmin, qmax, "")
 
 
-def _nudge(lo: np.float32, hi: np.float32, qmin: int, qmax: int) -> Nudged:
+def _checked_nudge(lo: np.float32, hi: np.float32, qmin: int, qmax: int, where: str) -> Nudged:
+    """The nudge of ``[lo, hi]``, or a ``ValueError`` naming the range when it has no
+    usable step: zero, subnormal (float32's smallest normal number is about 1.2e-38) or
+    overflowing; TF's kernel returns NaN or zeros for those, not a quantization."""
     qminf, qmaxf = _F(qmin), _F(qmax)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         scale = (hi - lo) / (qmaxf - qminf)
         inv = (qmaxf - qminf) / (hi - lo)
-        zp_from_min = qminf - lo / scale
+    # TF runs with subnormals flushed to zero: a subnormal step is 0 there (NaN or zeros out)
+    if not (_TINY <= scale < np.inf and np.isfinite(inv)):
+        raise ValueError(_degenerate_message(lo, hi, scale, where))
+    zp_from_min = qminf - lo / scale
     if zp_from_min < qminf:
         zp = qmin
     elif zp_from_min > qmaxf:
@@ -166,11 +173,24 @@ def _range(x_min: Any, x_max: Any) -> tuple[np.float32, np.float32]:
     return lo, hi
 
 
-def _checked_nudge(lo: np.float32, hi: np.float32, qmin: int, qmax: int, where: str) -> Nudged:
-    n = _nudge(lo, hi, qmin, qmax)
-    if n.scale > 0 and np.isfinite(n.scale) and np.isfinite(n.inv_scale):
-        return n
-    raise ValueError(
-        f"x_min{where}={lo}, x_max{where}={hi} is a degenerate range: TensorFlow's kernel "
-        "returns NaN for it; use a range of nonzero width (or both 0 for all zeros)"
+def _degenerate_message(lo: np.float32, hi: np.float32, scale: np.float32, where: str) -> str:
+    """Why ``[lo, hi]`` has no usable step, and what to pass instead."""
+    if lo == 0 and hi == 0:
+        return (
+            f"x_min{where}=0.0, x_max{where}=0.0 has no step to nudge: fake_quant maps this "
+            "range to all zeros, as TensorFlow does; give nudge a range of nonzero width"
+        )
+    if lo == hi:
+        why = "it has zero width: TensorFlow's kernel returns NaN for it"
+    elif not np.isfinite(scale):
+        why = "its width overflows float32: TensorFlow's kernel returns NaN for it"
+    else:
+        why = (
+            f"its step (x_max - x_min) / (qmax - qmin) = {scale:.4g} is below float32's "
+            f"smallest normal number {_TINY:.4g}: TensorFlow's kernel flushes it to zero "
+            "and returns NaN or zeros, not a quantization"
+        )
+    return (
+        f"x_min{where}={lo}, x_max{where}={hi} is a degenerate range ({why}); use a wider "
+        "range (or both 0 for all zeros)"
     )

@@ -1,20 +1,25 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
 from pytest_quant import (
     QuantParams,
     QuantWarning,
+    _blocks,
     _settings,
     assert_accuracy_drop,
     assert_quant_close,
     assert_sqnr,
     assert_within_lsb,
+    compare,
     dequantize,
     qparams_for,
     quantize,
 )
+from pytest_quant import assertions as assertions_mod
 
 RNG = np.random.default_rng(5)
 REF = RNG.normal(size=(64, 16)).astype(np.float32)
@@ -222,3 +227,143 @@ def test_checks_record_their_figures():
     )
     # SQNR is an "at least" bound: its margin is value - bound
     assert seen[1]["margin"] == pytest.approx(seen[1]["value"] - 99) and seen[1]["margin"] < 0
+
+
+# --- large arrays: block by block, on all cores --------------------------------------
+
+BIG = 5 * (max(_blocks._PARALLEL_FROM, 4 * assertions_mod._INT_BLOCK) // 5 + 12_345)
+
+
+def _recorded(check, *args, **kwargs):
+    """The records ``check(*args, **kwargs)`` makes, and its failure message (or None)."""
+    seen = []
+    token = _settings.activate(_settings.QuantSettings(test_id="t", sink=seen.append))
+    try:
+        check(*args, **kwargs)
+        message = None
+    except AssertionError as exc:
+        message = str(exc)
+    finally:
+        _settings.deactivate(token)
+    return seen, message
+
+
+@pytest.mark.parametrize(
+    "actual_dtype, expected_dtype",
+    [
+        ("int8", "int8"),
+        ("uint8", "int8"),
+        ("int16", "uint16"),
+        ("int32", "int8"),
+        ("int64", "int64"),
+    ],
+)
+def test_within_lsb_on_large_arrays_equals_the_whole_array_figures(actual_dtype, expected_dtype):
+    rng = np.random.default_rng(7)
+    expected = rng.integers(0, 100, BIG).astype(expected_dtype)
+    steps = rng.choice([-2, -1, 0, 0, 0, 0, 0, 1, 3], BIG)
+    actual = (expected.astype(np.int64) + steps).astype(actual_dtype)
+    actual[BIG - 3] = 120  # the worst element, in the last block
+    diff = actual.astype(np.int64) - expected.astype(np.int64)
+    values, counts = np.unique(diff, return_counts=True)
+    want_hist = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+    seen, message = _recorded(assert_within_lsb, actual, expected, max_lsb=0, max_mismatch=0.5)
+    assert seen[0]["value"] == float(np.abs(diff).max())
+    assert seen[0]["detail"]["lsb_histogram"] == want_hist
+    assert seen[1]["value"] == float(np.mean(diff != 0))
+    worst = int(np.argmax(np.abs(diff)))
+    assert (
+        f"worst element at index ({worst},): actual {actual[worst]}, expected "
+        f"{expected[worst]} ({diff[worst]:+d} LSB)"
+    ) in message
+
+
+def test_within_lsb_names_the_first_of_equal_worst_elements_across_blocks():
+    expected = np.zeros((BIG // 5, 5), np.int8)
+    actual = expected.copy()
+    actual[-1, 4] = actual[3 * assertions_mod._INT_BLOCK // 5, 2] = -9
+    actual[BIG // 10, 0] = 9  # an equal |difference| between them
+    _, message = _recorded(assert_within_lsb, actual, expected)
+    assert f"index ({3 * assertions_mod._INT_BLOCK // 5}, 2): actual -9, expected 0" in message
+
+
+def test_within_lsb_exact_at_64_bit_extremes_in_a_late_block():
+    expected = np.zeros(BIG, np.int64)
+    actual = expected.copy()
+    actual[-2], expected[-2] = 2**63 - 1, -(2**63)  # this block takes Python ints
+    _, message = _recorded(assert_within_lsb, actual, expected)
+    assert "differ by up to 18446744073709551615 LSB, bound 1 LSB" in message
+    assert f"index ({BIG - 2},)" in message and f"0: {BIG - 1}" in message
+
+
+def test_within_lsb_needs_no_full_size_temporaries(monkeypatch):
+    """An int64 difference of int8 codes took 26 times their size; now a few blocks."""
+    monkeypatch.setattr(_blocks, "_WORKERS", 2)  # the budget is per worker
+    expected = np.random.default_rng(1).integers(-127, 127, 8 * 2**20, dtype=np.int8)
+    actual = expected.copy()
+    actual[::100] += 1
+    tracemalloc.start()
+    try:
+        assert_within_lsb(actual, expected)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < expected.nbytes / 2, f"assert_within_lsb took {peak / expected.nbytes:.2f}x"
+
+
+def test_close_failure_on_the_rms_metric_still_reports_p99_and_every_figure():
+    r = np.random.default_rng(2).normal(size=BIG).astype(np.float32)
+    a = r + np.float32(0.3)
+    stats = compare(a, r)
+    with pytest.raises(AssertionError) as info:
+        assert_quant_close(a, r)
+    msg = str(info.value)
+    assert f"p99 {100 * stats.p99_abs_fs:.4g}% FS" in msg
+    assert f"RMS {100 * stats.rmse_fs:.4g}% FS" in msg and f"n={BIG}" in msg
+
+
+def test_sqnr_on_large_arrays_agrees_with_compare():
+    r = np.random.default_rng(4).normal(size=BIG).astype(np.float32)
+    a = (np.round(r * 40) / 40).astype(np.float32)
+    db = compare(a, r).sqnr_db
+    assert_sqnr(a, r, min_db=db - 1e-9)
+    seen, message = _recorded(assert_sqnr, a, r, min_db=db + 0.01)
+    assert seen[0]["value"] == db and message.startswith(f"SQNR {db:.4g} dB is below")
+
+
+@pytest.mark.parametrize("side", ["actual", "reference"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_close_and_sqnr_never_pass_on_nan_in_a_late_block(side, bad):
+    r = np.random.default_rng(6).normal(size=BIG).astype(np.float32)
+    a = r.copy()
+    (a if side == "actual" else r)[-1] = bad
+    for check in (
+        lambda: assert_quant_close(a, r, tolerance=1e9),
+        lambda: assert_quant_close(a, r, tolerance=1e9, metric="max"),
+        lambda: assert_quant_close(a, r, tolerance=1e9, metric="p99"),
+        lambda: assert_sqnr(a, r, min_db=-1e9),
+    ):
+        with pytest.raises(ValueError, match=rf"{side} has 1 non-finite .* index \({BIG - 1},\)"):
+            check()
+
+
+@pytest.mark.parametrize("metric", ["rms", "max", "p99", "rel_l2"])
+def test_close_records_compares_figure_exactly(metric):
+    r = np.random.default_rng(8).normal(size=BIG).astype(np.float32)
+    a = (np.round(r * 40) / 40).astype(np.float32)
+    field = assertions_mod.METRICS[metric][0]
+    seen, message = _recorded(assert_quant_close, a, r, metric=metric, tolerance=1.0)
+    assert message is None and seen[0]["value"] == getattr(compare(a, r), field)
+
+
+def test_close_with_per_channel_qparams_records_compares_histogram():
+    r = np.random.default_rng(9).normal(size=(BIG // 4, 4)).astype(np.float32)
+    a = (np.round(r * 40) / 40).astype(np.float32)
+    qp = QuantParams(np.array([0.01, 0.02, 0.03, 0.04], np.float32), np.zeros(4, np.int64), axis=1)
+    want = compare(a, r, qparams=qp).lsb_histogram()
+    seen, message = _recorded(assert_quant_close, a, r, qparams=qp, tolerance=1.0)
+    assert message is None and seen[0]["detail"]["lsb_histogram"] == want
+    seen, message = _recorded(assert_quant_close, a, r, qparams=qp, tolerance=1e-6)
+    assert seen[0]["detail"]["lsb_histogram"] == want and "histogram (|error| in LSB): " in message
+    with pytest.raises(ValueError, match="tensor has 4 channels on axis 1"):
+        assert_quant_close(a, r, qparams=QuantParams(np.ones(3), np.zeros(3, np.int64), axis=1))

@@ -51,6 +51,34 @@ def test_bad_input_is_a_clear_error(args, match):
         fake_quant(*args)
 
 
+@pytest.mark.parametrize(
+    "lo, hi, match",
+    [
+        (0.0, 0.0, r"x_min=0.0, x_max=0.0 has no step to nudge: fake_quant maps this range "),
+        (0.5, 0.5, r"x_max=0.5 is a degenerate range \(it has zero width: TensorFlow's "),
+        (0.0, 1e-45, r"degenerate range \(its step .* = 0 is below float32's smallest normal"),
+        (-1e-40, 1e-40, r"degenerate range \(its step .* = 7.847e-43 is below float32's"),
+        (0.0, 2.9e-36, r"degenerate range \(its step .* = 1.137e-38 is below float32's"),
+        (-3e38, 3e38, r"degenerate range \(its width overflows float32: TensorFlow's kernel"),
+    ],
+)
+def test_nudge_of_a_degenerate_range_says_so(lo, hi, match):
+    # (0, 0) and (0, 1e-45) used to fail inside the rounding ("cannot convert float NaN"),
+    # and a subnormal step with a finite inverse, (0, 2.9e-36), quantized where TF gives NaN
+    with pytest.raises(ValueError, match=match):
+        nudge(lo, hi)
+    if (lo, hi) != (0.0, 0.0):  # fake_quant's own special case: zeros, as TF
+        with pytest.raises(ValueError, match=match):
+            fake_quant([0.25], lo, hi)
+        with pytest.raises(ValueError, match=match.replace("x_max=", r"x_max\[0\]=")):
+            fake_quant_per_channel([[0.25]], [lo], [hi])
+
+
+def test_nudge_of_the_narrowest_usable_range_is_finite():
+    n = nudge(0.0, 3.1e-36)  # a step just above float32's smallest normal number
+    assert n.scale >= np.finfo(F).tiny and np.isfinite(n.inv_scale) and n.zero_point == 0
+
+
 def test_num_bits_validated():
     with pytest.raises(ValueError, match=r"num_bits=17 is outside \[2, 16\]"):
         fake_quant([0.0], -1, 1, num_bits=17)
@@ -167,3 +195,20 @@ def test_degenerate_range_really_is_nan_in_tensorflow(tf):
     # Our ValueError stands for this: TF silently returns NaN for min == max != 0.
     y = tf.quantization.fake_quant_with_min_max_vars(np.array([1.0], F), 0.5, 0.5).numpy()
     assert np.isnan(y).all()
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, 1e-45), (-1e-40, 1e-40), (0.0, 2.9e-36), (-3e38, 3e38)])
+def test_a_subnormal_or_overflowing_step_is_no_quantization_in_tensorflow(tf, lo, hi):
+    """Our ValueError stands for this too: TF flushes the step to zero (or overflows), and
+    returns NaN or zeros, even for the range's own ends."""
+    x = np.array([lo, hi, (lo + hi) / 2], F)
+    y = tf.quantization.fake_quant_with_min_max_vars(x, lo, hi).numpy()
+    assert not np.any(np.isfinite(y) & (y != 0)), y
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, 3.1e-36), (-1e38, 1e38)])
+def test_ranges_next_to_the_limits_still_quantize_as_tensorflow_does(tf, lo, hi):
+    # (not every input: TF also flushes subnormal intermediates, e.g. x - nudged_min)
+    x = np.array([lo, hi, hi / 3, lo / 7, 1.0, -1.0, 0.0], F)
+    y = tf.quantization.fake_quant_with_min_max_vars(x, lo, hi).numpy()
+    np.testing.assert_array_equal(fake_quant(x, lo, hi), y)

@@ -1,5 +1,10 @@
 """pytest-quant's own golden set (golden/): stored models against their golden outputs,
-accuracy, re-conversion with the installed TensorFlow, and regressions caught on purpose."""
+accuracy, re-conversion with the installed TensorFlow, and regressions caught on purpose.
+
+The manifest check (the stored files are the ones golden/build.py recorded) needs only
+hashlib, so it runs without TensorFlow too (the notf tox env); everything else is
+marked ``needs_tf``.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +17,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras", reason="Keras/TensorFlow not installed: pytest-quant[tf]")
-pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed: pytest-quant[tf]")
+from pytest_quant import QuantGolden, assert_accuracy_drop, assert_tflite_spec, dequantize
+from pytest_quant.golden import read
 
-from pytest_quant import (  # noqa: E402
-    QuantGolden,
-    assert_accuracy_drop,
-    assert_tflite_spec,
-    dequantize,
+try:
+    import ai_edge_litert  # noqa: F401
+    import keras
+except ImportError:
+    keras = None
+needs_tf = pytest.mark.skipif(
+    keras is None, reason="Keras/TensorFlow or ai-edge-litert not installed: pytest-quant[tf]"
 )
-from pytest_quant.golden import read  # noqa: E402
-from pytest_quant.tflite import TFLiteRunner, convert  # noqa: E402
-from pytest_quant.tflite.converter import tf_version  # noqa: E402
-from pytest_quant.tflite.flatbuffer import decode, read_model, write_model  # noqa: E402
+if keras is not None:
+    from pytest_quant.tflite import TFLiteRunner, convert
+    from pytest_quant.tflite.converter import tf_version
+    from pytest_quant.tflite.flatbuffer import decode, read_model, write_model
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
@@ -93,6 +100,7 @@ def _golden_check(entry, outputs, runner, **kw):
     QuantGolden(GOLDEN / "outputs", update=False).check(entry, outputs, runner=runner, **kw)
 
 
+@needs_tf
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_stored_model_reproduces_its_golden_outputs(entry, digits):
     """1. Exactly on the versions that wrote the golden; within the LSB budget elsewhere."""
@@ -106,6 +114,7 @@ def test_stored_model_reproduces_its_golden_outputs(entry, digits):
     )
 
 
+@needs_tf
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_quantized_accuracy_within_tolerance_of_float(entry, digits):
     """2. Top-1 accuracy drop within --quant-tolerance."""
@@ -120,7 +129,7 @@ def test_quantized_accuracy_within_tolerance_of_float(entry, digits):
 # 2.18.1 and 2.21.0 quantize them per channel (axis 0), so re-converting a model with Dense
 # layers moves its int8 outputs by 2 (mlp), 5 (heads) and 12 (cnn) LSB; accuracy does not
 # change. An expected failure on TF 2.16 only; strict, so a fix there shows up.
-_TF216 = tf_version().startswith("2.16.")
+_TF216 = keras is not None and tf_version().startswith("2.16.")
 _PER_TENSOR_FC = pytest.mark.xfail(
     _TF216,
     reason="TF 2.16 quantizes FULLY_CONNECTED weights per tensor (2.18+: per channel)",
@@ -132,6 +141,7 @@ _RECONVERT = [
 ]
 
 
+@needs_tf
 @pytest.mark.parametrize("entry", _RECONVERT)
 def test_reconversion_stays_within_budget_and_lints(entry, digits, tflite_cache):
     """3. Re-converting the float source with the installed TensorFlow."""
@@ -166,6 +176,7 @@ def _edit(entry, fn):
     return write_model(model)
 
 
+@needs_tf
 def test_one_weight_changed_by_one_step_is_caught(digits):
     def bump(model, ops):
         fc = [o for o in ops if o.name == "FULLY_CONNECTED"][-1]  # the logits layer
@@ -185,6 +196,7 @@ def test_one_weight_changed_by_one_step_is_caught(digits):
     assert "worst elements (index: now vs golden)" in msg and "model " in msg
 
 
+@needs_tf
 def test_per_channel_turned_off_is_caught(digits):
     """Weights requantized per tensor (one scale for all channels), biases to match."""
 
@@ -219,6 +231,7 @@ def test_per_channel_turned_off_is_caught(digits):
         _golden_check("cnn_int8", outputs, runner)
 
 
+@needs_tf
 def test_poor_calibration_is_caught(digits, tflite_cache):
     model = _float_model("mlp_int8")
     rep = _x(digits, "train", False)[:200] * 0.02  # calibrated on inputs 50x too small
@@ -290,6 +303,28 @@ def test_stored_files_match_the_manifest():
         pytest.fail(_manifest_failure(problems), pytrace=False)
 
 
+def test_one_flipped_byte_is_caught_by_the_manifest_without_tensorflow(tmp_path):
+    """What test_stored_files_match_the_manifest relies on, in any env: one bit of one
+    stored model flipped is named, with the recorded sha256 and how to rebuild."""
+    root = tmp_path / "golden"
+    shutil.copytree(GOLDEN, root)
+    assert manifest_problems(root) == []
+    path = root / "models" / "mlp_int8.tflite"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    problems = manifest_problems(root)
+    assert problems == [
+        f"golden/models/mlp_int8.tflite: sha256 is {hashlib.sha256(data).hexdigest()}, "
+        "golden/manifest.json entries['mlp_int8'].tflite_sha256 records "
+        + MANIFEST["entries"]["mlp_int8"]["tflite_sha256"]
+    ]
+    message = _manifest_failure(problems)
+    assert message.startswith("1 golden set file(s) differ from the manifest:\n")
+    assert "rebuild the set with `python golden/build.py`" in message
+
+
+@needs_tf
 def test_a_weight_moved_by_one_step_is_caught_by_the_manifest(tmp_path, digits):
     root = tmp_path / "golden"
     shutil.copytree(GOLDEN, root)

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
-from pytest_quant import QuantParams, compare, dequantize, quantize
+from pytest_quant import QuantParams, _blocks, compare, dequantize, quantize
+from pytest_quant import metrics as metrics_mod
 from pytest_quant.strategies import weights
 
 
@@ -64,3 +68,200 @@ def test_bad_input_never_passes(actual, reference, match):
 def test_non_numeric_is_type_error():
     with pytest.raises(TypeError, match="real numbers"):
         compare(["a"], ["b"])
+
+
+# --- large arrays: block by block, on all cores, with the same figures ------------------
+
+# parallel, many blocks, a ragged last block
+BIG = 5 * (max(_blocks._PARALLEL_FROM, 4 * metrics_mod._BLOCK) // 5 + 12_345)
+
+
+def _whole_array(a, r, qp=None):
+    """The figures as the whole-array numpy expressions give them (compare before it
+    streamed): the exact ones must come out identical, the sums within rounding."""
+    a64, r64 = np.asarray(a, np.float64), np.asarray(r, np.float64)
+    err = a64 - r64
+    abs_err = np.abs(err)
+    flat = int(np.argmax(abs_err))
+    out = {
+        "max_abs": float(abs_err.max()),
+        "p99_abs": float(np.percentile(abs_err, 99)),
+        "worst_index": tuple(int(i) for i in np.unravel_index(flat, err.shape)),
+        "full_scale": float(r64.max() - r64.min()) or float(np.abs(r64).max()) or 1.0,
+        "mean_abs": float(abs_err.mean()),
+        "mean_signed": float(err.mean()),
+        "rmse": float(np.sqrt(np.mean(err * err))),
+    }
+    norms = float(np.linalg.norm(a64) * np.linalg.norm(r64))
+    if norms:
+        out["cosine"] = float(np.dot(a64.ravel(), r64.ravel())) / norms
+    out["worst_actual"], out["worst_reference"] = a64[out["worst_index"]], r64[out["worst_index"]]
+    if qp is not None:
+        scale, _ = qp.broadcast(err.ndim)
+        lsb = err / scale.astype(np.float64)
+        steps, counts = np.unique(np.rint(np.abs(lsb)).astype(np.int64), return_counts=True)
+        out["max_lsb"] = float(np.abs(lsb).max())
+        out["lsb_histogram"] = {int(s): int(c) for s, c in zip(steps, counts, strict=True)}
+        out["rmse_lsb"] = float(np.sqrt(np.mean(lsb * lsb)))
+        out["over_one"] = float(np.mean(np.abs(lsb) > 1))
+    return out
+
+
+EXACT = ["max_abs", "p99_abs", "worst_index", "worst_actual", "worst_reference", "full_scale"]
+SUMS = ["mean_abs", "mean_signed", "rmse", "cosine"]
+
+
+def _assert_same_figures(s, want):
+    for name in EXACT + (["max_lsb"] if "max_lsb" in want else []):
+        assert getattr(s, name) == want[name], name
+    for name in [n for n in [*SUMS, "rmse_lsb"] if n in want]:
+        assert getattr(s, name) == pytest.approx(want[name], rel=1e-12, abs=1e-300), name
+    if "lsb_histogram" in want:
+        assert s.lsb_histogram() == want["lsb_histogram"]
+        assert s.fraction_over_lsb(1) == want["over_one"]
+
+
+def _round_trip(shape, seed=0, dtype=np.float32):
+    r = np.random.default_rng(seed).normal(size=shape).astype(dtype)
+    return (np.round(r * 40) / 40).astype(dtype), r
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 101, metrics_mod._BLOCK - 1, metrics_mod._BLOCK + 1, BIG])
+def test_streamed_figures_equal_the_whole_array_ones(n):
+    a, r = _round_trip(n)
+    _assert_same_figures(compare(a, r), _whole_array(a, r))
+    qp = QuantParams(1 / 40, 0)
+    _assert_same_figures(compare(a, r, qparams=qp), _whole_array(a, r, qp))
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_streamed_per_channel_lsb_figures_equal_the_whole_array_ones(axis):
+    a, r = _round_trip((7, BIG // 7 // 5, 5), seed=axis)
+    channels = a.shape[axis]
+    scale = np.random.default_rng(9).uniform(0.01, 0.05, channels).astype(np.float32)
+    qp = QuantParams(scale, np.zeros(channels, np.int64), axis=axis)
+    _assert_same_figures(compare(a, r, qparams=qp), _whole_array(a, r, qp))
+
+
+@given(
+    st.integers(1, 3000).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(np.float32, n, elements=st.floats(-4, 4, width=32)),
+            hnp.arrays(np.float32, n, elements=st.floats(-4, 4, width=32)),
+        )
+    )
+)
+def test_streamed_figures_equal_the_whole_array_ones_on_any_values(pair):
+    a, r = pair
+    s = compare(a, r)
+    want = _whole_array(a, r)
+    for name in EXACT:
+        assert getattr(s, name) == want[name], name
+
+
+@pytest.mark.parametrize(
+    "errors",
+    [
+        pytest.param(lambda n: np.linspace(1.0, 0.0, n), id="largest-first"),
+        pytest.param(lambda n: np.where(np.arange(n) < 70_000, 1.0, 1e-3), id="big-head"),
+        pytest.param(lambda n: np.full(n, 0.25), id="all-tied"),
+        pytest.param(lambda n: np.linspace(0.0, 1.0, n), id="largest-last"),
+        pytest.param(lambda n: np.arange(n) % 3 * 0.5, id="three-values"),
+    ],
+)
+def test_p99_is_numpys_exactly_whatever_the_order(errors):
+    """The first block sets a provisional floor for the largest 1%: errors larger at the
+    start than later fool it, and the fallback must still give numpy's value."""
+    err = errors(BIG)
+    r = np.random.default_rng(3).normal(size=BIG)
+    s = compare(r + err, r)
+    assert s.p99_abs == float(np.percentile(np.abs((r + err) - r), 99))
+
+
+def test_the_same_figures_on_one_core_and_on_many(monkeypatch):
+    a, r = _round_trip(BIG)
+    qp = QuantParams(1 / 40, 0)
+    monkeypatch.setattr(_blocks, "_WORKERS", 1)
+    one = compare(a, r, qparams=qp)
+    monkeypatch.setattr(_blocks, "_WORKERS", 3)
+    three = compare(a, r, qparams=qp)
+    assert one == three  # every field, bit for bit: blocks, not workers, are summed
+    assert one.lsb_histogram() == three.lsb_histogram()
+
+
+def test_without_numpy_vecdot_the_sums_agree(monkeypatch):
+    a, r = _round_trip(metrics_mod._BLOCK + 5)
+    fast = compare(a, r)
+    monkeypatch.setattr(metrics_mod, "_vecdot", None)  # numpy < 2
+    slow = compare(a, r)
+    assert slow.rmse == pytest.approx(fast.rmse, rel=1e-13)
+    assert slow.cosine == pytest.approx(fast.cosine, rel=1e-13)
+
+
+def test_views_integers_and_float64_inputs():
+    a, r = _round_trip((BIG // 5, 5))
+    _assert_same_figures(compare(a.T, r.T), _whole_array(a.T, r.T))  # a strided view
+    ints = np.arange(-600, 600).reshape(40, 30)
+    _assert_same_figures(compare(ints[::-1], ints), _whole_array(ints[::-1], ints))
+    a64, r64 = a.astype(np.float64), r.astype(np.float64)
+    _assert_same_figures(compare(a64, r64), _whole_array(a64, r64))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("side", ["actual", "reference"])
+def test_non_finite_in_a_late_block_is_named_with_its_index(bad, side):
+    a, r = _round_trip((BIG // 5, 5))
+    (a if side == "actual" else r)[-1, 3] = bad
+    with pytest.raises(ValueError, match=rf"{side} has 1 non-finite value\(s\) \(first: {bad} "):
+        compare(a, r)
+    with pytest.raises(ValueError, match=rf"at index \({BIG // 5 - 1}, 3\)"):
+        compare(a, r, qparams=QuantParams(0.1, 0))
+
+
+def test_non_finite_on_both_sides_names_actual_first():
+    a, r = _round_trip(BIG)
+    a[-5], r[7] = np.nan, np.inf
+    with pytest.raises(ValueError, match=rf"actual has 1 non-finite .* at index \({BIG - 5},\)"):
+        compare(a, r)
+
+
+def test_huge_finite_values_are_not_taken_for_infinities():
+    # their squares overflow float64: the sums say inf, but nothing is NaN or Inf
+    s = compare([1e200, 0.0], [-1e200, 0.0])
+    assert s.max_abs == 2e200 and s.rmse == math.inf
+
+
+def test_compare_needs_no_full_size_temporaries(monkeypatch):
+    """100M float32 elements used to take 10 times their size in temporaries (4.7 GB in
+    all): now a few blocks per worker (8 MiB each with qparams), whatever the size."""
+    monkeypatch.setattr(_blocks, "_WORKERS", 2)  # the budget is per worker: fix their number
+    a, r = _round_trip(2**24)  # 64 MiB each
+    qp = QuantParams(1 / 40, 0)
+    tracemalloc.start()
+    try:
+        compare(a, r, qparams=qp).lsb_histogram()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < a.nbytes / 2, f"compare took {peak / a.nbytes:.2f}x its input"
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        pytest.param(lambda: _round_trip(BIG), id="big"),
+        pytest.param(lambda: _round_trip((3, 4), seed=2), id="small"),
+        pytest.param(lambda: (np.arange(50)[::-1], np.arange(50)), id="ints"),
+        pytest.param(lambda: ([0.5, -0.5], [0.0, 0.0]), id="zero-reference"),
+        pytest.param(lambda: ([1.0, 2.0], [1.0, 2.0]), id="identical"),
+        pytest.param(lambda: ([2.5, 2.0], [2.0, 2.0]), id="constant-reference"),
+    ],
+)
+def test_the_lean_figure_a_check_decides_on_is_compares_exactly(pair):
+    a, r = pair()
+    stats = compare(a, r)
+    for name in metrics_mod._LEAN_FIGURES:
+        assert metrics_mod._figure(a, r, name) == (getattr(stats, name), None), name
+    qp = QuantParams(1 / 40, 0)
+    value, hist = metrics_mod._figure(a, r, "rmse_fs", qp)
+    assert (value, hist) == (stats.rmse_fs, compare(a, r, qparams=qp).lsb_histogram())
