@@ -23,6 +23,9 @@ DEFAULT_MAX_LSB = 1
 TOLERANCE_SOURCE = "--quant-tolerance / ini quant_tolerance / @pytest.mark.quant(tolerance=...)"
 MAX_LSB_SOURCE = "--quant-max-lsb / ini quant_max_lsb / @pytest.mark.quant(max_lsb=...)"
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
 
 def parse_tolerance(text: Any) -> float:
     """A tolerance: a finite number >= 0 (``argparse`` type and ini/marker validator)."""
@@ -48,6 +51,18 @@ def parse_max_lsb(text: Any) -> int:
     return int(value)
 
 
+def parse_bool(text: Any) -> bool:
+    """A switch in an ini file: true/false, yes/no, on/off or 1/0 (any case)."""
+    if isinstance(text, bool):
+        return text
+    word = str(text).strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a switch: use true or false")
+
+
 @dataclass(frozen=True)
 class QuantSettings:
     """The bounds in force for one test, and where each came from.
@@ -64,6 +79,9 @@ class QuantSettings:
     max_lsb_from: str = f"the default {DEFAULT_MAX_LSB}"
     test_id: str | None = None
     sink: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False, repr=False)
+    #: ``--quant-suggest``: a failing int8 ``assert_tflite_close`` searches for ops to
+    #: keep in float (it costs conversions, hence off by default)
+    suggest: bool = False
 
 
 _current: ContextVar[QuantSettings | None] = ContextVar("pytest_quant_settings", default=None)

@@ -18,7 +18,13 @@ import pytest
 from . import __version__, _settings
 from . import report as _report
 from ._paths import path_problem
-from ._settings import QuantSettings, marker_errors_message, parse_max_lsb, parse_tolerance
+from ._settings import (
+    QuantSettings,
+    marker_errors_message,
+    parse_bool,
+    parse_max_lsb,
+    parse_tolerance,
+)
 
 _PROFILE = "pytest-quant-ci"
 
@@ -33,6 +39,7 @@ class _RunState:
     cache_dir: str
     golden_dir: str | None = None
     report_dir: str | None = None
+    suggest: bool = False
     records: list[dict[str, Any]] = field(default_factory=list)
     goldens: dict[str, bool] = field(default_factory=dict)  # path -> written this run
 
@@ -107,7 +114,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="delete goldens no test checked in this full run (listed at the end)",
     )
+    group.addoption(
+        "--quant-suggest",
+        action="store_true",
+        default=None,
+        help="when an int8 assert_tflite_close fails, search for the fewest ops to keep "
+        "in float that bring the model within its bound, and add them to the message "
+        "(re-converts the model per step; ini quant_suggest)",
+    )
     parser.addini("quant_tolerance", "default --quant-tolerance", default=None)
+    parser.addini("quant_suggest", "default --quant-suggest (true/false)", default=None)
     parser.addini("quant_golden_dir", "default --quant-golden-dir", default=None)
     parser.addini("quant_cache_dir", "default --quant-cache-dir", default=None)
     parser.addini("quant_report_dir", "default --quant-report-dir", default=None)
@@ -157,6 +173,7 @@ def pytest_configure(config: pytest.Config) -> None:
         golden_dir = str(config.rootpath / golden_dir)
     state = _RunState(tolerance, tolerance_from, max_lsb, max_lsb_from, path, cache_dir, golden_dir)
     state.report_dir = _path_option(config, "quant_report_dir")[0]
+    state.suggest = _resolve(config, "quant_suggest", parse_bool, False)[0]
     config.stash[_STATE] = state
     if not hasattr(config, "workerinput"):
         _validate_paths(config)  # workers get the values the controller checked
@@ -265,7 +282,9 @@ def settings_for(item: pytest.Item) -> QuantSettings:
     def sink(entry: dict[str, Any]) -> None:
         item.user_properties.append((_report.PROPERTY, json.dumps(entry, allow_nan=False)))
 
-    return QuantSettings(tolerance, max_lsb, tolerance_from, max_lsb_from, item.nodeid, sink)
+    return QuantSettings(
+        tolerance, max_lsb, tolerance_from, max_lsb_from, item.nodeid, sink, suggest=state.suggest
+    )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -429,7 +448,8 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """Convert a model to TFLite (cached) and return a runner for it.
 
     ``quant_tflite(source, representative_data=None, *, mode=None, kernels="xnnpack",
-    num_threads=1, via="saved_model", converter_options=None, float_fallback=False)``:
+    num_threads=1, via="saved_model", converter_options=None, float_fallback=False,
+    keep_float=None)``:
     ``source`` is a Keras model (Keras 3, or Keras 2 ``tf_keras`` as TFMOT builds), a
     SavedModel directory, a ``.tflite`` path (``str`` or ``Path``) or bytes; ``mode`` is
     ``"int8"`` (the default for a model to convert), ``"dynamic"``, ``"float16"``,
@@ -437,8 +457,10 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
     is; ``via="keras"`` converts as ``from_keras_model``; ``converter_options`` (a dict of
     ``TFLiteConverter`` attributes, ops sets by name, e.g.
     ``{"_experimental_lower_tensor_list_ops": False}``) and ``float_fallback`` (int16x8:
-    ops without a 16x8 kernel stay float) are passed to
-    :func:`pytest_quant.tflite.convert`, which documents them.
+    ops without a 16x8 kernel stay float) and ``keep_float`` (int8: the ops, by output
+    tensor name, to keep in float, as :func:`pytest_quant.tflite.suggest_float_layers`
+    suggests them) are passed to :func:`pytest_quant.tflite.convert`, which documents
+    them.
     A runner made from a model knows it: ``runner.layer_errors(x)`` blames against it.
     Session-scoped, so module- and session-scoped fixtures can convert once and share.
     A converter crash fails the test that asked, naming the TF version; the run goes on.
@@ -454,6 +476,10 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
         def test_mobilenet_v3_int16x8(quant_tflite, mobilenet_v3, x_calib):
             runner = quant_tflite(mobilenet_v3, x_calib, mode="int16x8", float_fallback=True)
+
+        def test_selective(quant_tflite, model, x_calib):
+            # KEEP_FLOAT: the tensor names that --quant-suggest printed
+            runner = quant_tflite(model, x_calib, keep_float=KEEP_FLOAT)
     """
     cache_dir = request.config.stash[_STATE].cache_dir
 
@@ -467,6 +493,7 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
         via: str = "saved_model",
         converter_options: dict[str, Any] | None = None,
         float_fallback: bool = False,
+        keep_float: list[str] | None = None,
     ) -> Any:
         __tracebackhide__ = True
         from .tflite.converter import convert
@@ -481,6 +508,7 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
             via=via,
             converter_options=converter_options,
             float_fallback=float_fallback,
+            keep_float=keep_float,
         )
         runner = TFLiteRunner(content, kernels=kernels, num_threads=num_threads)
         if not is_tflite_source(source):  # a float model: blame's default reference

@@ -104,3 +104,36 @@ def qat_mlp():
     model.compile("adam", "mse")
     model.fit(x_train, y_train, epochs=3, verbose=0)
     return model
+
+
+#: how much wider one unit of ``outlier_mlp``'s second layer ranges than the others
+OUTLIER_FACTOR = 2000.0
+
+
+def outlier_mlp(n_in: int = 64, factor: float = OUTLIER_FACTOR):
+    """A 4-layer MLP that int8 quantizes badly in one place, by construction: unit 0 of
+    ``dense_2`` ranges ``factor`` times wider than its 31 siblings, and ``dense_3`` reads
+    it back divided by ``factor`` (the float function is an ordinary MLP). One int8 scale
+    for the whole ``dense_2`` output rounds the 31 ordinary units to a few steps, so the
+    information is lost in the tensor between ``dense_2`` and ``dense_3``: keeping either
+    op float alone does not help (a float op still reads or writes that int8 tensor);
+    keeping both does. It takes the inputs of :func:`mlp`. Every layer is named (the
+    names are in the cache key)."""
+    import keras
+
+    _seed()
+    bias = keras.initializers.RandomNormal(stddev=0.1)
+    inp = keras.Input((n_in,), name="features")
+    x = inp
+    for name in ("dense_1", "dense_2", "dense_3"):
+        x = keras.layers.Dense(32, activation="relu", bias_initializer=bias, name=name)(x)
+    out = keras.layers.Dense(8, bias_initializer=bias, name="logits")(x)
+    model = keras.Model(inp, out, name="outlier_mlp")
+    w2, b2 = model.get_layer("dense_2").get_weights()
+    w2[:, 0] *= factor
+    b2[0] = abs(b2[0]) * factor  # positive: the unit stays active after the relu
+    model.get_layer("dense_2").set_weights([w2, b2])
+    w3, b3 = model.get_layer("dense_3").get_weights()
+    w3[0, :] /= factor
+    model.get_layer("dense_3").set_weights([w3, b3])
+    return model

@@ -437,3 +437,97 @@ def test_good_report_paths_are_created(pytester):
     r.assert_outcomes(passed=2, failed=2)
     assert (pytester.path / "new" / "a" / "q.json").is_file()
     assert (pytester.path / "new" / "b" / "quant.json").is_file()
+
+
+# --- --quant-suggest: the float-ops search in failure messages ------------------------------
+
+SUGGEST_SWITCH = """
+import pathlib
+
+from pytest_quant import _settings
+
+def test_switch(quant_settings):
+    assert quant_settings.suggest is _settings.current().suggest
+    pathlib.Path("suggest.txt").write_text(str(quant_settings.suggest))
+"""
+
+SUGGEST_CASES = [
+    ("", [], "False"),
+    ("", ["--quant-suggest"], "True"),
+    ("quant_suggest = true", [], "True"),
+    ("quant_suggest = off", ["--quant-suggest"], "True"),  # the command line wins
+    ("quant_suggest = no", [], "False"),
+]
+
+
+@pytest.mark.parametrize(
+    "xdist, cases",
+    [([], SUGGEST_CASES), (["-n", "2"], SUGGEST_CASES[1:3])],
+    ids=["plain", "xdist"],
+)
+def test_quant_suggest_flag_and_ini(pytester, xdist, cases):
+    pytester.makepyfile(test_switch=SUGGEST_SWITCH)
+    for ini, args, expected in cases:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+        r = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, *xdist)
+        r.assert_outcomes(passed=1)
+        assert (pytester.path / "suggest.txt").read_text() == expected, (ini, args)
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_bad_quant_suggest_ini_is_a_usage_error(pytester, xdist):
+    pytester.makepyfile(test_ran=RAN)
+    pytester.makeini("[pytest]\nquant_suggest = maybe\n")
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", *xdist)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(
+        ["*ini quant_suggest = 'maybe': 'maybe' is not a switch: use true or false*"]
+    )
+    assert not (pytester.path / "ran.txt").exists()
+
+
+SUGGEST_SUITE = """
+import pytest
+from pytest_quant import assert_tflite_close
+from tests import models
+
+X_CALIB, X_TEST = models.data((64,), n=200), models.data((64,), n=100, seed=2)
+KEEP_FLOAT = [  # what the suggestion printed
+    "outlier_mlp_1/dense_2_1/MatMul;outlier_mlp_1/dense_2_1/Relu;outlier_mlp_1/dense_2_1/BiasAdd",
+    "outlier_mlp_1/dense_3_1/MatMul;outlier_mlp_1/dense_3_1/Relu;outlier_mlp_1/dense_3_1/BiasAdd",
+]
+
+@pytest.fixture(scope="module")
+def model():
+    return models.outlier_mlp()
+
+def test_outlier_gate(quant_tflite, model):
+    assert_tflite_close(quant_tflite(model, X_CALIB), model, X_TEST)
+
+def test_suggestion_adopted(quant_tflite, model):
+    assert_tflite_close(quant_tflite(model, X_CALIB, keep_float=KEEP_FLOAT), model, X_TEST)
+"""
+
+
+def test_quant_suggest_message_and_keep_float_adopted(pytester, monkeypatch):
+    pytest.importorskip("keras", reason="Keras/TensorFlow not installed: pytest-quant[tf]")
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("PYTHONPATH", str(root))
+    pytester.makepyfile(test_gate=SUGGEST_SUITE)
+    cache = root / ".pytest_cache" / "d" / "pytest-quant-tests"  # the suite's own cache
+    r = pytester.runpytest_subprocess(
+        f"--quant-cache-dir={cache}", "-p", "no:cacheprovider", "--quant-suggest"
+    )
+    r.assert_outcomes(failed=1, passed=1)  # the gate fails; with keep_float it passes
+    r.stdout.fnmatch_lines(
+        [
+            "*layers adding the most error (4 of 4 tensors*",
+            "*suggestion (--quant-suggest): keep 2 of 4 int8 ops in float and the rms error "
+            "drops from 11.94% to 0.19% of full scale (bound 2%); cost: +*",
+            "*adopt it with quant_tflite(model, data, keep_float=[",
+            "*'outlier_mlp_1/dense_2_1/MatMul;outlier_mlp_1/dense_2_1/Relu;*",
+            "*'outlier_mlp_1/dense_3_1/MatMul;outlier_mlp_1/dense_3_1/Relu;*",
+            "*search: * conversions (cached ones are free)*",
+        ]
+    )
+    assert "run with --quant-suggest" not in r.stdout.str()

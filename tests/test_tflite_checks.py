@@ -76,3 +76,34 @@ def test_list_outputs_of_a_keras_model(tflite_cache):
     swapped = keras.Model(a, [narrow, wide])  # the same outputs, the other way round
     with pytest.raises(ValueError, match="shape"):
         assert_tflite_close(runner, swapped, models.data((4,), n=50, seed=1))
+
+
+def test_failing_int8_gate_says_how_to_get_a_float_ops_suggestion(mlp, tflite_cache):
+    from pytest_quant.tflite.checks import SUGGEST_HINT
+
+    x = models.data((64,), n=100, seed=2)
+    runner = _runner(mlp, models.data((64,), n=200) * 0.02, tflite_cache)
+    with pytest.raises(AssertionError) as info:
+        assert_tflite_close(runner, mlp, x)
+    assert str(info.value).endswith(SUGGEST_HINT)
+    assert "--quant-suggest or ini quant_suggest = true" in SUGGEST_HINT
+    with pytest.raises(AssertionError) as info:
+        assert_tflite_close(runner, mlp, x, blame=False)
+    assert "quant-suggest" not in str(info.value)  # the bare check, as asked
+    bare = TFLiteRunner(runner.content)  # no float source known: nothing to search with
+    with pytest.raises(AssertionError) as info:
+        assert_tflite_close(bare, mlp, x)
+    assert "layers adding the most error" in str(info.value)
+    assert "quant-suggest" not in str(info.value)
+
+
+def test_a_calibration_mistake_is_not_fixed_by_float_ops(mlp, tflite_cache):
+    # every activation range is 50x too small, the int8 input's too: no op kept in float
+    # repairs that, and the suggestion says so instead of naming ops
+    runner = _runner(mlp, models.data((64,), n=200) * 0.02, tflite_cache)
+    with pytest.raises(AssertionError) as info:
+        assert_tflite_close(runner, mlp, models.data((64,), n=100, seed=2), suggest=True)
+    msg = str(info.value)
+    assert "suggestion (--quant-suggest): no set of up to 8 ops kept in float brings" in msg
+    assert "no set tried closes 5% of the gap to the bound" in msg
+    assert "adopt it with" not in msg and "closest tried" not in msg

@@ -27,6 +27,8 @@ _EXPORTS = {
     "LayerError": ".blame",
     "Blame": ".blame",
     "MalformedModelError": ".flatbuffer",
+    "suggest_float_layers": ".suggest",
+    "FloatSuggestion": ".suggest",
 }
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "SCHEMES",
     "Blame",
     "ConversionError",
+    "FloatSuggestion",
     "LayerError",
     "MalformedModelError",
     "Outputs",
@@ -46,6 +49,7 @@ __all__ = [
     "detect_weight_types",
     "layer_errors",
     "lint_tflite",
+    "suggest_float_layers",
 ]
 
 if TYPE_CHECKING:
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
     from .runner import Outputs, TFLiteRunner
     from .scheme import SCHEMES, detect_scheme, detect_weight_types
     from .spec import Violation, assert_tflite_spec, lint_tflite
+    from .suggest import FloatSuggestion, suggest_float_layers
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

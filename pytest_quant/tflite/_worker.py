@@ -15,10 +15,11 @@ command and exits with the status the answer would carry.
 ENTRY is the ``TFLiteConverter`` constructor the parent chose for the route:
 ``from_saved_model`` (SAVED is a SavedModel), ``from_concrete_functions`` (a SavedModel;
 its serving signature is converted) or ``from_keras_model`` (a Keras 3 ``.keras`` file).
-SETTINGS is JSON: ``{"options": {attribute: value}, "float_fallback": bool}`` (see
-``convert(converter_options=..., float_fallback=...)``). A setting the converter cannot
-take exits (or answers) with status ``USAGE_EXIT`` and a ``USAGE_MARK`` line on stderr:
-the parent raises it as a ``ValueError``, not as a converter failure.
+SETTINGS is JSON: ``{"options": {attribute: value}, "float_fallback": bool}``, plus
+``"keep_float": [tensor names]`` for a selective int8 conversion (see
+``convert(converter_options=..., float_fallback=..., keep_float=...)``). A setting the
+converter cannot take exits (or answers) with status ``USAGE_EXIT`` and a ``USAGE_MARK``
+line on stderr: the parent raises it as a ``ValueError``, not as a converter failure.
 """
 
 from __future__ import annotations
@@ -211,7 +212,100 @@ def convert(
         if config.get("float_fallback"):  # ops without a 16x8 kernel stay float
             conv.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
     apply_options(tf, conv, config.get("options", {}))
+    if config.get("keep_float"):
+        key = _calibration_key(entry, saved, rep_path, config.get("options", {}))
+        Path(out).write_bytes(_selective(tf, conv, config["keep_float"], key))
+        return
     Path(out).write_bytes(conv.convert())
+
+
+#: Calibrated models of this (kept) child, by what they were made of: the selective
+#: conversions of one search differ only in what they keep float, so each re-quantizes
+#: one calibration instead of calibrating again (the last few are kept).
+_CALIBRATED: dict[tuple[Any, ...], bytes] = {}
+_CALIBRATED_KEEP = 4
+
+
+def _calibration_key(
+    entry: str, saved: str, rep_path: str, options: Mapping[str, Any]
+) -> tuple[Any, ...]:
+    """What a calibration depends on: the model files (path, size, modification time:
+    a parent's exports are fresh directories, a user's SavedModel may change), the
+    representative data's bytes and the converter options."""
+    import hashlib
+
+    root = Path(saved)
+    files = sorted(root.rglob("*")) if root.is_dir() else [root]
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file())
+    data = hashlib.sha256(Path(rep_path).read_bytes()).hexdigest()
+    return (entry, stamp, data, json.dumps(dict(options), sort_keys=True))
+
+
+def _op_outputs(content: bytes) -> list[str]:
+    """The names of the tensors the model's ops write (what ``denylisted_nodes`` takes)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    names = []
+    for op in model.subgraphs[0].operators or []:
+        for i in op.outputs if op.outputs is not None else []:
+            name = model.subgraphs[0].tensors[i].name
+            names.append(name.decode() if isinstance(name, bytes) else str(name))
+    return names
+
+
+def _check_keep_float(names: list[str], known: list[str]) -> None:
+    """A name that is no op's output would be ignored by the quantizer: an error that
+    lists what is close to it."""
+    present = set(known)
+    for name in names:
+        if name in present:
+            continue
+        near = [k for k in known if name in k][:3] or difflib.get_close_matches(
+            name, known, n=3, cutoff=0.4
+        )
+        also = f"; close: {', '.join(repr(n) for n in near)}" if near else ""
+        raise UsageError(
+            f"keep_float: {name!r} is not the output tensor of an op of this model{also}. "
+            "Use the tensor names of the blame table or of suggest_float_layers"
+        )
+
+
+def _selective(tf: Any, conv: Any, keep_float: list[str], key: tuple[Any, ...]) -> bytes:
+    """int8 with the ops writing ``keep_float`` kept float: TF's selective quantization,
+    as ``QuantizationDebugger.get_nondebug_quantized_model`` does it for
+    ``QuantizationDebugOptions(denylisted_nodes=...)``: calibrate only, then the MLIR
+    quantizer with a denylist, given the I/O types and per-channel settings a plain
+    conversion passes it (measured on TF 2.21: with nothing denylisted, the same ops and
+    weights as a plain conversion; only the conversion metadata differs)."""
+    from tensorflow.lite.python import convert as tf_convert
+    from tensorflow.lite.python import lite as tf_lite
+
+    if not conv.experimental_new_quantizer:
+        raise UsageError(
+            "keep_float needs the MLIR quantizer: drop experimental_new_quantizer=False "
+            "from converter_options"
+        )
+    calibrated = _CALIBRATED.get(key)
+    if calibrated is None:
+        conv._experimental_calibrate_only = True
+        calibrated = conv.convert()
+        while len(_CALIBRATED) >= _CALIBRATED_KEEP:
+            del _CALIBRATED[next(iter(_CALIBRATED))]
+        _CALIBRATED[key] = calibrated
+    _check_keep_float(keep_float, _op_outputs(calibrated))
+    content = tf_convert.mlir_quantize(
+        calibrated,
+        disable_per_channel=conv._experimental_disable_per_channel,
+        input_data_type=conv.inference_input_type or tf.float32,
+        output_data_type=conv.inference_output_type or tf.float32,
+        enable_variable_quantization=conv._experimental_variable_quantization,
+        disable_per_channel_for_dense_layers=(
+            conv._experimental_disable_per_channel_quantization_for_dense_layers
+        ),
+        denylisted_nodes=list(keep_float),
+    )
+    return tf_lite._deduplicate_readonly_buffers(content)
 
 
 def blame(saved_model: str, rep_path: str, debug_path: str, out: str) -> None:

@@ -32,6 +32,7 @@ def assert_tflite_close(
     tolerance: float | None = None,
     metric: str | None = None,
     blame: bool = True,
+    suggest: bool | None = None,
 ) -> None:
     """Assert the TFLite model's outputs on ``x`` are close to the float ``reference``.
 
@@ -44,6 +45,11 @@ def assert_tflite_close(
         :func:`pytest_quant.tflite.layer_errors`). The reference for that is the float
         source ``quant_tflite`` converted the runner from, else ``reference`` when it is
         a model.
+    :param suggest: on failure of an int8 runner made by ``quant_tflite``, also search
+        for the fewest ops to keep in float that meet the bound
+        (:func:`pytest_quant.tflite.suggest_float_layers`; it re-converts the model per
+        step) and add what it found. ``None``: ``--quant-suggest`` (ini ``quant_suggest``),
+        off by default; when off, the message says how to turn it on.
 
     The bound is :func:`pytest_quant.assert_quant_close`'s.
 
@@ -64,9 +70,20 @@ def assert_tflite_close(
         else:
             assert_quant_close(actual, expected, tolerance=tolerance, metric=metric)
     except AssertionError as failure:
-        if not blame:
+        from .._settings import current
+
+        on = current().suggest if suggest is None else bool(suggest)
+        if not blame and not on:
             raise
-        raise AssertionError(f"{failure}\n{_blame(runner, reference, x)}") from None
+        parts = [str(failure)]
+        if blame:
+            parts.append(_blame(runner, reference, x))
+        if _can_suggest(runner):
+            if on:
+                parts.append(_suggestion(runner, reference, x, tolerance, metric))
+            elif blame:
+                parts.append(SUGGEST_HINT)
+        raise AssertionError("\n".join(parts)) from None
 
 
 def _output(expected: Any, name: str, i: int) -> Any:
@@ -86,6 +103,38 @@ def _output(expected: Any, name: str, i: int) -> Any:
         f"the reference outputs have no output {name!r} (output {i}): give a list in the "
         "model's output order or a dict by output name"
     )
+
+
+#: what a failing int8 check says when --quant-suggest is off
+SUGGEST_HINT = (
+    "  (to find which ops to keep in float so this int8 model meets its bound, run with "
+    "--quant-suggest or ini quant_suggest = true: it re-converts the model once per step, "
+    "about 1 to 4 s each, cached)"
+)
+
+
+def _can_suggest(runner: Any) -> bool:
+    """Whether the float-ops search applies: an int8 runner ``quant_tflite`` converted
+    from a float model with calibration data."""
+    origin = getattr(runner, "origin", None)
+    return origin is not None and origin.mode == "int8" and origin.representative_data is not None
+
+
+def _suggestion(
+    runner: Any, reference: Any, x: Any, tolerance: float | None, metric: str | None
+) -> str:
+    __tracebackhide__ = True
+    from .converter import ConversionError
+    from .suggest import suggest_float_layers
+
+    try:
+        found = suggest_float_layers(
+            runner, x, tolerance=tolerance, metric=metric, reference=reference
+        )
+    except (ValueError, TypeError, ConversionError, ModuleNotFoundError) as exc:
+        return f"  (float-ops suggestion unavailable: {str(exc).splitlines()[0]})"
+    head = "  suggestion (--quant-suggest): " + found.summary()
+    return "\n".join([head, *found.lines()[1:]])
 
 
 def _blame(runner: Any, reference: Any, x: Any) -> str:
