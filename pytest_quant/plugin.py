@@ -7,6 +7,7 @@ them. Logic lives in ``_settings`` (bounds), ``report`` (records) and the check 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -48,6 +49,15 @@ _STATE = pytest.StashKey[_RunState]()
 _GOLDEN_PROPERTY = "quant_golden"
 # An xdist worker's usage error travels to the controller in ``workeroutput``.
 _WORKER_USAGE_ERROR = "pytest_quant_usage_error"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Quiet TensorFlow's C++ info and warning logs (oneDNN notices, CUDA probes) before
+    anything imports it: they go straight to the process's stderr, so pytest cannot
+    capture them when TensorFlow loads outside a test, and some print after the summary.
+    Errors still print; a value the user set is kept. Costs an environment variable."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -449,7 +459,7 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
     ``quant_tflite(source, representative_data=None, *, mode=None, kernels="xnnpack",
     num_threads=1, via="saved_model", converter_options=None, float_fallback=False,
-    keep_float=None)``:
+    keep_float=None, batch_size=None)``:
     ``source`` is a Keras model (Keras 3, or Keras 2 ``tf_keras`` as TFMOT builds), a
     SavedModel directory, a ``.tflite`` path (``str`` or ``Path``) or bytes; ``mode`` is
     ``"int8"`` (the default for a model to convert), ``"dynamic"``, ``"float16"``,
@@ -460,7 +470,8 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
     ops without a 16x8 kernel stay float) and ``keep_float`` (int8: the ops, by output
     tensor name, to keep in float, as :func:`pytest_quant.tflite.suggest_float_layers`
     suggests them) are passed to :func:`pytest_quant.tflite.convert`, which documents
-    them.
+    them; ``batch_size`` (the most samples one invocation runs; default: activations
+    within 64 MiB) to :class:`~pytest_quant.tflite.TFLiteRunner`.
     A runner made from a model knows it: ``runner.layer_errors(x)`` blames against it.
     Session-scoped, so module- and session-scoped fixtures can convert once and share.
     A converter crash fails the test that asked, naming the TF version; the run goes on.
@@ -494,6 +505,7 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
         converter_options: dict[str, Any] | None = None,
         float_fallback: bool = False,
         keep_float: list[str] | None = None,
+        batch_size: int | None = None,
     ) -> Any:
         __tracebackhide__ = True
         from .tflite.converter import convert
@@ -510,7 +522,13 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
             float_fallback=float_fallback,
             keep_float=keep_float,
         )
-        runner = TFLiteRunner(content, kernels=kernels, num_threads=num_threads)
+        stored = is_tflite_source(source) and isinstance(source, (str, os.PathLike))
+        runner = TFLiteRunner(  # a stored .tflite by its path: messages name the file
+            source if stored else content,
+            kernels=kernels,
+            num_threads=num_threads,
+            batch_size=batch_size,
+        )
         if not is_tflite_source(source):  # a float model: blame's default reference
             runner.origin = Origin(
                 source, representative_data, mode or "int8", cache_dir, via, converter_options

@@ -387,6 +387,11 @@ REPORT_CASES = [
         id="good-dir-bad-report",
     ),
     pytest.param(
+        ["--quant-cache-dir=afile"],
+        "ERROR: --quant-cache-dir=afile: * is a file; give a directory (created if missing)",
+        id="cache-dir-is-file",
+    ),
+    pytest.param(
         ["--quant-golden-dir=afile"],
         "ERROR: --quant-golden-dir=afile: * is a file; give a directory (created if missing)",
         id="golden-dir-is-file",
@@ -531,3 +536,20 @@ def test_quant_suggest_message_and_keep_float_adopted(pytester, monkeypatch):
         ]
     )
     assert "run with --quant-suggest" not in r.stdout.str()
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "2"), ("0", "0")], ids=["unset", "user-set"])
+def test_tensorflow_logs_quiet_before_conftests_import_it(pytester, monkeypatch, preset, expected):
+    """TensorFlow reads TF_CPP_MIN_LOG_LEVEL when it loads, which can be a conftest's
+    import: the plugin sets it before any conftest runs, and keeps a user's value."""
+    if preset is None:
+        monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    else:
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", preset)
+    pytester.makeconftest(
+        "import os\nSEEN = os.environ.get('TF_CPP_MIN_LOG_LEVEL')\n"
+        "def pytest_report_header():\n    return f'tf log level at conftest import: {SEEN}'\n"
+    )
+    pytester.makepyfile(test_ran=RAN)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.stdout.fnmatch_lines([f"tf log level at conftest import: {expected}"])

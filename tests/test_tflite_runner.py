@@ -339,3 +339,10 @@ def test_litert_failing_to_run_is_a_malformed_model_error():
     )
     with pytest.raises(MalformedModelError, match=message):
         runner(np.zeros((3, 8, 8, 1), np.float32))
+
+
+def test_quant_tflite_passes_batch_size_and_names_a_stored_file(quant_tflite, litert):
+    path = Path(__file__).resolve().parent.parent / "golden" / "models" / "mlp_int8.tflite"
+    runner = quant_tflite(str(path), batch_size=7)
+    assert runner.batch_size == 7 and runner.options["batch_size"] == 7
+    assert str(path) in runner.source  # messages name the file, not "the model bytes"

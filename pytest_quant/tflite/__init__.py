@@ -27,6 +27,7 @@ _EXPORTS = {
     "LayerError": ".blame",
     "Blame": ".blame",
     "MalformedModelError": ".flatbuffer",
+    "CacheEntryWarning": ".cache",
     "suggest_float_layers": ".suggest",
     "FloatSuggestion": ".suggest",
 }
@@ -35,6 +36,7 @@ __all__ = [
     "MODES",
     "SCHEMES",
     "Blame",
+    "CacheEntryWarning",
     "ConversionError",
     "FloatSuggestion",
     "LayerError",
@@ -54,6 +56,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .blame import Blame, LayerError, layer_errors
+    from .cache import CacheEntryWarning
     from .checks import assert_tflite_close
     from .converter import MODES, ConversionError, convert
     from .flatbuffer import MalformedModelError
