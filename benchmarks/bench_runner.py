@@ -33,24 +33,13 @@ IMAGE = 64
 
 
 def unet():
-    """The zoo's small U-Net (``zoo/architectures.py``), 64x64x3 -> 64x64x1."""
+    """The zoo's small U-Net (``zoo/architectures.py``), 64x64x3 -> 64x64x1, seeded."""
     import keras
 
+    from zoo.architectures import _unet
+
     keras.utils.set_random_seed(1234)
-    L = keras.layers
-
-    def block(x, filters):
-        x = L.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        return L.Conv2D(filters, 3, padding="same", activation="relu")(x)
-
-    inp = keras.Input((IMAGE, IMAGE, 3), name="image")
-    e1 = block(inp, 8)
-    e2 = block(L.MaxPooling2D()(e1), 16)
-    bottom = block(L.MaxPooling2D()(e2), 32)
-    d2 = block(L.Concatenate()([L.Conv2DTranspose(16, 2, strides=2)(bottom), e2]), 16)
-    d1 = block(L.Concatenate()([L.UpSampling2D()(d2), e1]), 8)
-    out = L.Conv2D(1, 1, activation="sigmoid", name="mask")(d1)
-    return keras.Model(inp, out, name="unet")
+    return _unet()
 
 
 def peak_rss_mib() -> float:
