@@ -32,7 +32,7 @@ def _suite(pytester, shift=0):
 
 def test_missing_golden_fails_and_says_how_to_create_it(pytester):
     _suite(pytester)
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r = pytester.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(failed=2)
     r.stdout.fnmatch_lines(
         [
@@ -44,21 +44,21 @@ def test_missing_golden_fails_and_says_how_to_create_it(pytester):
 
 def test_update_writes_then_passes_and_reports(pytester):
     _suite(pytester)
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
+    r = pytester.runpytest("-p", "no:cacheprovider", "--quant-golden-update")
     r.assert_outcomes(passed=2)
     r.stdout.fnmatch_lines(["*= quant goldens =*", "written: *codes.npz", "written: *floats.npz"])
     side = json.loads((pytester.path / "golden" / "test_model" / "codes.json").read_text())
     assert side["qparams"]["output"]["zero_point"] == 3 and "numpy" in side["fingerprint"]
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r = pytester.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(passed=2)
     assert "quant goldens" not in r.stdout.str()
 
 
 def test_mismatch_message(pytester):
     _suite(pytester)
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
+    pytester.runpytest("-p", "no:cacheprovider", "--quant-golden-update")
     _suite(pytester, shift=2)
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r = pytester.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(failed=2)
     out = r.stdout.str()
     assert "golden 'codes' (" in out
@@ -69,26 +69,26 @@ def test_mismatch_message(pytester):
     assert "bound from the default 1; change it with --quant-max-lsb" in out
     assert "pytest --quant-golden-update rewrites it" in out
     assert "output 'a': RMS error" in out
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-max-lsb=2")
+    r = pytester.runpytest("-p", "no:cacheprovider", "--quant-max-lsb=2")
     r.assert_outcomes(passed=1, failed=1)  # LSB budget is the option's; floats still off
 
 
 def test_corrupt_golden_fails_naming_the_file(pytester):
     _suite(pytester)
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
+    pytester.runpytest("-p", "no:cacheprovider", "--quant-golden-update")
     (pytester.path / "golden" / "test_model" / "codes.npz").write_bytes(b"garbage")
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r = pytester.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(passed=1, failed=1)
     r.stdout.fnmatch_lines(["*golden file *codes.npz is corrupt: BadZipFile*"])
 
 
 def test_unused_goldens_reported_and_pruned_only_on_request(pytester):
     _suite(pytester)
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
+    pytester.runpytest("-p", "no:cacheprovider", "--quant-golden-update")
     stale = pytester.path / "golden" / "test_model" / "old.npz"
     stale.write_bytes(b"x")
     (stale.with_suffix(".json")).write_text("{}")
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r = pytester.runpytest("-p", "no:cacheprovider")
     r.stdout.fnmatch_lines(
         [
             "*unused (no test checked it): *old.npz",
@@ -96,9 +96,9 @@ def test_unused_goldens_reported_and_pruned_only_on_request(pytester):
         ]
     )
     assert stale.exists()
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "codes")
+    r = pytester.runpytest("-p", "no:cacheprovider", "-k", "codes")
     assert "unused (no test checked it)" not in r.stdout.str()  # a partial run proves nothing
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-prune")
+    r = pytester.runpytest("-p", "no:cacheprovider", "--quant-golden-prune")
     r.stdout.fnmatch_lines(["*deleted (no test checked it): *old.npz"])
     assert not stale.exists() and not stale.with_suffix(".json").exists()
 
@@ -110,7 +110,7 @@ def test_xdist_creates_intact_goldens(pytester):
         for i in range(24)
     )
     pytester.makepyfile(test_many="import numpy as np\n" + body)
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "4", "--quant-golden-update")
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--quant-golden-update")
     r.assert_outcomes(passed=24)
     files = sorted((pytester.path / "golden" / "test_many").iterdir())
     assert len(files) == 48 and not [f for f in files if f.name.startswith(".")]
@@ -119,7 +119,7 @@ def test_xdist_creates_intact_goldens(pytester):
     for i in range(24):
         got = read(pytester.path / "golden" / "test_many", f"g{i}").arrays["output"]
         np.testing.assert_array_equal(got, np.arange(i, i + 300, dtype=np.int16))
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "4")
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
     r.assert_outcomes(passed=24)
 
 
@@ -140,7 +140,7 @@ def test_golden_dir_option_and_misuse(pytester):
                 quant_golden.check("n", np.array([np.nan]))
         """
     )
-    r = pytester.runpytest_subprocess(
+    r = pytester.runpytest(
         "-p", "no:cacheprovider", "--quant-golden-dir=gold", "--quant-golden-update"
     )
     r.assert_outcomes(passed=3)
@@ -150,13 +150,13 @@ def test_golden_dir_option_and_misuse(pytester):
 
 def test_corrupt_sidecar_fails_naming_file_field_and_fix_then_update_rewrites_it(pytester):
     _suite(pytester)
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
+    pytester.runpytest("-p", "no:cacheprovider", "--quant-golden-update")
     side = pytester.path / "golden" / "test_model" / "codes.json"
     meta = json.loads(side.read_text())
     del meta["arrays"]["output"]["sha256"]
     meta["qparams"] = []
     side.write_text(json.dumps(meta))
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r = pytester.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(passed=1, failed=1)  # fails, never passes, never crashes the run
     r.stdout.fnmatch_lines(
         [
@@ -165,16 +165,16 @@ def test_corrupt_sidecar_fails_naming_file_field_and_fix_then_update_rewrites_it
         ]
     )
     assert "KeyError" not in r.stdout.str() and "AttributeError" not in r.stdout.str()
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
+    r = pytester.runpytest("-p", "no:cacheprovider", "--quant-golden-update")
     r.assert_outcomes(passed=2)
     r.stdout.fnmatch_lines(["written: *codes.npz"])
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r = pytester.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(passed=2)
 
 
 def test_nan_in_a_stored_golden_fails_naming_the_file(pytester):
     _suite(pytester)
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-golden-update")
+    pytester.runpytest("-p", "no:cacheprovider", "--quant-golden-update")
     from pytest_quant.golden import read, write
 
     directory = pytester.path / "golden" / "test_model"
@@ -182,7 +182,7 @@ def test_nan_in_a_stored_golden_fails_naming_the_file(pytester):
     a = golden.arrays["a"].copy()
     a[7] = np.nan
     write(directory, "floats", {"a": a}, golden.qparams, golden.fingerprint)
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r = pytester.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(passed=1, failed=1)
     r.stdout.fnmatch_lines(
         [

@@ -22,6 +22,14 @@ def test_importing_package_and_plugin_loads_nothing_heavy():
     assert out.stdout.strip() == "[]"
 
 
+def _run(pytester, *args):
+    """A pytest run in this process (fast), or in a subprocess when it starts xdist
+    workers; runs that import TensorFlow or test start-up call runpytest_subprocess."""
+    if "-n" in args:
+        return pytester.runpytest_subprocess(*args)
+    return pytester.runpytest(*args)
+
+
 def test_pytest_run_that_does_not_use_us_imports_nothing_heavy(pytester):
     pytester.makepyfile(
         f"""
@@ -86,20 +94,20 @@ def test_fixtures(quant_tolerance, quant_max_lsb, quant_settings):
 
 def test_defaults_cli_ini_and_marker_precedence(pytester):
     pytester.makepyfile(test_checks=CHECKS)
-    r = pytester.runpytest_subprocess("-s")
+    r = _run(pytester, "-s")
     r.assert_outcomes(passed=2, failed=2)  # default 0.02 fails the 3% test; max_lsb 1
     r.stdout.fnmatch_lines(["*RESOLVED 0.02 1 the default 0.02*"])
     r.stdout.fnmatch_lines(["*bound from the default 0.02; change it with --quant-tolerance*"])
 
-    r = pytester.runpytest_subprocess("-s", "--quant-tolerance=0.04", "--quant-max-lsb=2")
+    r = _run(pytester, "-s", "--quant-tolerance=0.04", "--quant-max-lsb=2")
     r.assert_outcomes(passed=4)
     r.stdout.fnmatch_lines(["*RESOLVED 0.04 2 --quant-tolerance=0.04 (command line)*"])
 
     pytester.makeini("[pytest]\nquant_tolerance = 0.035\nquant_max_lsb = 3\n")
-    r = pytester.runpytest_subprocess("-s")
+    r = _run(pytester, "-s")
     r.assert_outcomes(passed=4)
     r.stdout.fnmatch_lines(["*RESOLVED 0.035 3 ini quant_tolerance = 0.035*"])
-    r = pytester.runpytest_subprocess("-s", "--quant-tolerance=0.01")  # CLI beats ini
+    r = _run(pytester, "-s", "--quant-tolerance=0.01")  # CLI beats ini
     r.assert_outcomes(passed=3, failed=1)  # the marker (0.05) beats the CLI; ini max_lsb 3 holds
 
 
@@ -115,7 +123,9 @@ def test_marker_bound_named_in_message(pytester):
             assert_quant_close(ref + 0.01, ref)
         """
     )
-    r = pytester.runpytest_subprocess()
+    r = _run(
+        pytester,
+    )
     r.assert_outcomes(failed=1)
     r.stdout.fnmatch_lines(["*bound from @pytest.mark.quant(tolerance=0.001) on test_tight*"])
 
@@ -134,7 +144,7 @@ def test_marker_bound_named_in_message(pytester):
 )
 def test_invalid_options_are_usage_errors(pytester, args, message):
     pytester.makepyfile("def test_x(): pass")
-    r = pytester.runpytest_subprocess(*args)
+    r = _run(pytester, *args)
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     r.stderr.fnmatch_lines([message])
 
@@ -142,7 +152,9 @@ def test_invalid_options_are_usage_errors(pytester, args, message):
 def test_invalid_ini_and_marker_are_usage_errors(pytester):
     pytester.makepyfile("def test_x(): pass")
     pytester.makeini("[pytest]\nquant_tolerance = lots\n")
-    r = pytester.runpytest_subprocess()
+    r = _run(
+        pytester,
+    )
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     r.stderr.fnmatch_lines(["*ini quant_tolerance = 'lots': 'lots' is not a number*"])
 
@@ -155,7 +167,9 @@ def test_invalid_ini_and_marker_are_usage_errors(pytester):
         def test_x(): pass
         """
     )
-    r = pytester.runpytest_subprocess()
+    r = _run(
+        pytester,
+    )
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     r.stderr.fnmatch_lines(
         ["*test_x: @pytest.mark.quant(tolerance='loose'): 'loose' is not a number*"]
@@ -163,7 +177,7 @@ def test_invalid_ini_and_marker_are_usage_errors(pytester):
 
 
 def test_help_lists_the_options(pytester):
-    r = pytester.runpytest_subprocess("--help")
+    r = _run(pytester, "--help")
     r.stdout.fnmatch_lines(
         [
             "*quantization checks (pytest-quant):*",
@@ -177,7 +191,7 @@ def test_help_lists_the_options(pytester):
 
 def test_summary_report_and_junit(pytester):
     pytester.makepyfile(test_checks=CHECKS)
-    r = pytester.runpytest_subprocess("--quant-report=out/quant.json", "--junitxml=junit.xml")
+    r = _run(pytester, "--quant-report=out/quant.json", "--junitxml=junit.xml")
     r.stdout.fnmatch_lines(
         [
             "*= quant checks =*",
@@ -220,7 +234,9 @@ def test_xdist_one_summary_one_report_no_lost_records(pytester):
 
 def test_no_summary_when_no_checks(pytester):
     pytester.makepyfile("def test_x(): pass")
-    r = pytester.runpytest_subprocess()
+    r = _run(
+        pytester,
+    )
     assert "quant checks" not in r.stdout.str()
 
 
@@ -316,7 +332,7 @@ def test_bad_markers_are_usage_errors_with_and_without_xdist(pytester, xdist):
         def test_z(): pass
         """,
     )
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", *xdist)
+    r = _run(pytester, "-p", "no:cacheprovider", *xdist)
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     assert "INTERNALERROR" not in r.stdout.str() + r.stderr.str()
     r.stderr.fnmatch_lines(
@@ -413,7 +429,7 @@ def test_bad_report_paths_are_usage_errors_before_any_test(pytester, args, messa
     if args == "ini":
         pytester.makeini("[pytest]\nquant_report = adir\n")
         args = []
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, *xdist)
+    r = _run(pytester, "-p", "no:cacheprovider", *args, *xdist)
     assert r.ret == pytest.ExitCode.USAGE_ERROR, r.stdout.str()
     r.stderr.fnmatch_lines([message])
     assert "Traceback" not in r.stderr.str()
@@ -426,7 +442,7 @@ def test_unwritable_report_path_is_a_usage_error(pytester):
         pytest.skip("no directory here that this process cannot write to")
     pytester.makepyfile(test_ran=RAN)
     target = locked / "sub" / "q.json"
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--quant-report={target}")
+    r = _run(pytester, "-p", "no:cacheprovider", f"--quant-report={target}")
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     r.stderr.fnmatch_lines(
         [f"ERROR: --quant-report={target}: cannot create files in {locked} (*); choose *"]
@@ -436,8 +452,12 @@ def test_unwritable_report_path_is_a_usage_error(pytester):
 
 def test_good_report_paths_are_created(pytester):
     pytester.makepyfile(test_checks=CHECKS)
-    r = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--quant-report=new/a/q.json", "--quant-report-dir=new/b"
+    r = _run(
+        pytester,
+        "-p",
+        "no:cacheprovider",
+        "--quant-report=new/a/q.json",
+        "--quant-report-dir=new/b",
     )
     r.assert_outcomes(passed=2, failed=2)
     assert (pytester.path / "new" / "a" / "q.json").is_file()
@@ -474,7 +494,7 @@ def test_quant_suggest_flag_and_ini(pytester, xdist, cases):
     pytester.makepyfile(test_switch=SUGGEST_SWITCH)
     for ini, args, expected in cases:
         pytester.makeini(f"[pytest]\n{ini}\n")
-        r = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, *xdist)
+        r = _run(pytester, "-p", "no:cacheprovider", *args, *xdist)
         r.assert_outcomes(passed=1)
         assert (pytester.path / "suggest.txt").read_text() == expected, (ini, args)
 
@@ -483,7 +503,7 @@ def test_quant_suggest_flag_and_ini(pytester, xdist, cases):
 def test_bad_quant_suggest_ini_is_a_usage_error(pytester, xdist):
     pytester.makepyfile(test_ran=RAN)
     pytester.makeini("[pytest]\nquant_suggest = maybe\n")
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", *xdist)
+    r = _run(pytester, "-p", "no:cacheprovider", *xdist)
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     r.stderr.fnmatch_lines(
         ["*ini quant_suggest = 'maybe': 'maybe' is not a switch: use true or false*"]
