@@ -120,7 +120,16 @@ class _Child:
             return self.proc.wait()
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        """Running, and not dying: a killed child whose other threads still exit is a
+        zombie leader that ``waitpid`` does not report yet, but it will answer no job."""
+        if self.proc.poll() is not None:
+            return False
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as stat:
+                state = stat.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):  # no /proc (not Linux): the poll above decides
+            return True
+        return state not in (b"Z", b"X")
 
     def stop(self) -> None:
         """Kill the child if it runs, reap it, close its pipes and files (once: a file
