@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -8,6 +12,7 @@ from hypothesis import settings
 from pytest_quant.strategies import PROFILE
 
 pytest_plugins = ["pytester"]
+_SUITE_CACHE = pytest.StashKey[Path]()
 
 # Derandomized and deadline-free unless a developer asks for another profile
 # (HYPOTHESIS_PROFILE=dev explores with fresh random examples).
@@ -44,11 +49,43 @@ def _pristine_quant_settings():
     _settings.deactivate(token)
 
 
+def _suite_cache(rootpath: Path) -> Path:
+    """The suite's conversion cache: ``$PYTEST_QUANT_TEST_CACHE``, else a directory in the
+    user's cache named by a hash of the TFLite layer's code, so a clone, a fresh checkout
+    or CI on the same machine reuse each other's conversions, and any change to the code
+    that converts starts from an empty one (the entries' keys already hold the model, the
+    data, the settings and the TensorFlow version). Falls back to ``.pytest_cache``."""
+    if os.environ.get("PYTEST_QUANT_TEST_CACHE"):
+        return Path(os.environ["PYTEST_QUANT_TEST_CACHE"])
+    digest = hashlib.sha256()
+    for source in sorted((rootpath / "pytest_quant" / "tflite").glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    try:
+        where = home / "pytest-quant-tests" / digest.hexdigest()[:16]
+        where.mkdir(parents=True, exist_ok=True)
+        os.utime(where)  # in use: spared by the pruning below
+        return where
+    except OSError:
+        return rootpath / ".pytest_cache" / "d" / "pytest-quant-tests"
+
+
+def pytest_configure(config):
+    config.stash[_SUITE_CACHE] = cache = _suite_cache(config.rootpath)
+    os.environ["PYTEST_QUANT_TEST_CACHE"] = str(cache)  # subprocess runs share it
+    if hasattr(config, "workerinput") or cache.parent.name != "pytest-quant-tests":
+        return
+    week_ago = time.time() - 7 * 86400  # caches of older code, unused for a week
+    for old in cache.parent.iterdir():
+        if old != cache and old.is_dir() and old.stat().st_mtime < week_ago:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def tflite_cache(request):
     """One conversion cache for the whole suite (xdist workers share it safely: that is
-    what the cache's file locks are for), kept between local runs."""
-    return request.config.rootpath / ".pytest_cache" / "d" / "pytest-quant-tests"
+    what the cache's file locks are for), kept between runs (see ``_suite_cache``)."""
+    return request.config.stash[_SUITE_CACHE]
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ def repo(tmp_path):
 
 
 def _pytest(repo, *args, broken=None):
+    # the suite's conversion cache (tests/conftest.py): the example's conversions are kept
+    args = (f"--quant-cache-dir={os.environ['PYTEST_QUANT_TEST_CACHE']}", *args)
     env = {k: v for k, v in os.environ.items() if k != "EXAMPLE_BROKEN"}
     if broken:
         env["EXAMPLE_BROKEN"] = broken

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -539,7 +540,7 @@ def test_quant_suggest_message_and_keep_float_adopted(pytester, monkeypatch):
     root = Path(__file__).resolve().parent.parent
     monkeypatch.setenv("PYTHONPATH", str(root))
     pytester.makepyfile(test_gate=SUGGEST_SUITE)
-    cache = root / ".pytest_cache" / "d" / "pytest-quant-tests"  # the suite's own cache
+    cache = os.environ["PYTEST_QUANT_TEST_CACHE"]  # the suite's own cache (conftest.py)
     r = pytester.runpytest_subprocess(
         f"--quant-cache-dir={cache}", "-p", "no:cacheprovider", "--quant-suggest"
     )

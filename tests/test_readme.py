@@ -12,6 +12,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 # What the TFLite examples take from the user's own conftest: a Keras model, data, and
 # the float and int8 .tflite files a team keeps in its repo (models/).
 CONFTEST = """
+import os
+
 import numpy as np
 import pytest
 from tests import models
@@ -32,7 +34,8 @@ def x_test():
 def tflite_files(keras_model, x_calib, pytestconfig):
     from pytest_quant.tflite import convert
 
-    cache, models_dir = pytestconfig.rootpath / "cache", pytestconfig.rootpath / "models"
+    cache = os.environ.get("PYTEST_QUANT_TEST_CACHE") or pytestconfig.rootpath / "cache"
+    models_dir = pytestconfig.rootpath / "models"
     models_dir.mkdir(exist_ok=True)
     (models_dir / "mlp.tflite").write_bytes(convert(keras_model, mode="float", cache_dir=cache))
     (models_dir / "mlp_int8.tflite").write_bytes(convert(keras_model, x_calib, cache_dir=cache))
@@ -67,7 +70,7 @@ def test_every_route_block_is_recognised():
     assert len(routes) == 2
 
 
-def test_readme_examples_pass(pytester, monkeypatch):
+def test_readme_examples_pass(pytester, monkeypatch, tflite_cache):
     has_tf = importlib.util.find_spec("keras") is not None
     blocks = [b for b in _python_blocks() if _runs_here(b, has_tf)]
     assert len(blocks) >= 4
@@ -79,6 +82,7 @@ def test_readme_examples_pass(pytester, monkeypatch):
     # a busy machine). First run: the golden examples write their goldens (only those
     # files: each run imports TensorFlow); second run: every block, goldens checked.
     opts = ["-p", "no:cacheprovider", "--hypothesis-profile=pytest-quant-ci"]
+    opts.append(f"--quant-cache-dir={tflite_cache}")  # the suite's: conversions shared
     golden = [f"test_readme_{i}.py" for i, b in enumerate(blocks) if "quant_golden" in b]
     if golden:
         first = pytester.runpytest_subprocess(*opts, "--quant-golden-update", *golden)
