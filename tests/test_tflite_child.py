@@ -303,11 +303,10 @@ def _cases(tmp_path):
 
 def test_a_kept_child_converts_byte_for_byte_as_a_fresh_one(tmp_path, monkeypatch):
     """What a conversion gives does not depend on what its child converted before: the
-    cases after two other models in one child, then in a new child in reverse order (so
+    cases after another model in one child, then in a new child in reverse order (so
     each case has another history, the last one none), and the first case in a child of
     its own, the way every conversion ran before the child was kept."""
     cases = _cases(tmp_path)
-    convert(models_arch.hard_swish_cnn(), models_arch.images(8), mode="int8")
     convert(models_arch.text_classifier(), mode="dynamic", via="keras")
     pid = _only_child()
     kept = {name: call() for name, call in cases}
