@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,11 +55,45 @@ _WORKER_USAGE_ERROR = "pytest_quant_usage_error"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    """Quiet TensorFlow's C++ info and warning logs (oneDNN notices, CUDA probes) before
-    anything imports it: they go straight to the process's stderr, so pytest cannot
-    capture them when TensorFlow loads outside a test, and some print after the summary.
+    """Quiet TensorFlow's C++ info and warning logs before anything imports it (they go
+    straight to the process's stderr). TF 2.21 still prints the few it logs before absl
+    is initialised (oneDNN, CUDA probes): :func:`pytest_sessionfinish` drops those.
     Errors still print; a value the user set is kept. Costs an environment variable."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+#: TensorFlow's C++ log lines (absl): ``I0000 00:00:17.94 123 port.cc:153] ...``, absl's
+#: notice that precedes them, and the CPU-feature note's second line. TF 2.21 prints the
+#: first ones whatever ``TF_CPP_MIN_LOG_LEVEL`` says (before absl's InitializeLog).
+_TF_LOG = re.compile(
+    r"[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.-]+:\d+\]"
+    r"|WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|To enable the following instructions: .*rebuild TensorFlow"
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """What was printed outside any test and is still held by pytest's capture (under
+    xdist: the controller's conftests, e.g. one importing TensorFlow) would be written
+    when the process exits, after pytest's summary. Write it now, before the summary,
+    without TensorFlow's C++ log lines."""
+    capman = session.config.pluginmanager.getplugin("capturemanager")
+    if capman is None or not capman.is_globally_capturing():
+        return
+    held = capman.read_global_capture()
+    kept = [
+        (stream, "".join(line for line in text.splitlines(True) if not _TF_LOG.match(line)))
+        for stream, text in (("stdout", held.out), ("stderr", held.err))
+    ]
+    if any(text for _, text in kept):
+        capman.suspend_global_capture()
+        try:
+            for stream, text in kept:
+                getattr(sys, stream).write(text)
+                getattr(sys, stream).flush()
+        finally:
+            capman.resume_global_capture()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

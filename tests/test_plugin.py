@@ -574,3 +574,38 @@ def test_tensorflow_logs_quiet_before_conftests_import_it(pytester, monkeypatch,
     pytester.makepyfile(test_ran=RAN)
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     r.stdout.fnmatch_lines([f"tf log level at conftest import: {expected}"])
+
+
+NOISY_CONFTEST = r"""
+import os
+
+# what `import tensorflow` 2.21 writes to fd 2 whatever TF_CPP_MIN_LOG_LEVEL says
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written"
+            b" to STDERR\n")
+os.write(2, b"I0000 00:00:1795827740.283171    6971 port.cc:153] oneDNN custom operations"
+            b" are on.\n")
+os.write(2, b"E0000 00:00:1795821600.318540   31007 cuda_platform.cc:52] failed call to cuInit\n")
+os.write(2, b"the user's own words at import\n")
+"""
+
+
+def test_summary_is_last_and_tensorflow_logs_are_dropped(pytester):
+    """Found in a new user's run of the example repo with -n auto: the xdist controller's
+    conftest imported TensorFlow, whose C++ log lines pytest's capture held and printed
+    after the summary. They are dropped; anything else printed outside a test is
+    written before the summary."""
+    pytester.makeconftest(NOISY_CONFTEST)
+    pytester.makepyfile(test_ran=RAN)
+    done = subprocess.run(  # one stream, in the order a terminal shows it
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2"],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode == 0 and " 1 passed in " in lines[-1], done.stdout
+    for noise in ("InitializeLog", "port.cc:153]", "cuInit"):
+        assert noise not in done.stdout
+    assert "the user's own words at import" in done.stdout
