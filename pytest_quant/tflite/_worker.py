@@ -242,16 +242,12 @@ def _calibration_key(
 
 
 def _op_outputs(content: bytes) -> list[str]:
-    """The names of the tensors the model's ops write (what ``denylisted_nodes`` takes)."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    """The names of the tensors the model's ops write (what ``denylisted_nodes`` takes),
+    read with the project's own flatbuffer reader (TF's ``flatbuffer_utils`` object API
+    gave the same names in 5.5 s instead of 0.18 s on a 111 MB ResNet50)."""
+    from .flatbuffer import read_ops
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
-    names = []
-    for op in model.subgraphs[0].operators or []:
-        for i in op.outputs if op.outputs is not None else []:
-            name = model.subgraphs[0].tensors[i].name
-            names.append(name.decode() if isinstance(name, bytes) else str(name))
-    return names
+    return [t.name for op in read_ops(content) for t in op.outputs]
 
 
 def _check_keep_float(names: list[str], known: list[str]) -> None:
