@@ -33,17 +33,14 @@ pytestmark = pytest.mark.skipif(not _child.PERSISTENT, reason="the child is kept
 
 def _running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie that no init reaped is not)."""
-    if not Path("/proc/self/stat").is_file():  # no /proc: ask the kernel
+    state = _child.process_state(pid)
+    if state is None:  # no /proc: ask the kernel
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
         return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
+    return state not in ("Z", "X", "")
 
 
 def _gone(pid: int, within: float = 10.0) -> bool:

@@ -122,14 +122,7 @@ class _Child:
     def alive(self) -> bool:
         """Running, and not dying: a killed child whose other threads still exit is a
         zombie leader that ``waitpid`` does not report yet, but it will answer no job."""
-        if self.proc.poll() is not None:
-            return False
-        try:
-            with open(f"/proc/{self.proc.pid}/stat", "rb") as stat:
-                state = stat.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):  # no /proc (not Linux): the poll above decides
-            return True
-        return state not in (b"Z", b"X")
+        return self.proc.poll() is None and process_state(self.proc.pid) not in ("Z", "X", "")
 
     def stop(self) -> None:
         """Kill the child if it runs, reap it, close its pipes and files (once: a file
@@ -141,6 +134,18 @@ class _Child:
             self.closed = True
             for fd in (self.requests, self.answers, self.out, self.err):
                 os.close(fd)
+
+
+def process_state(pid: int) -> str | None:
+    """The kernel's state letter for ``pid`` (``"R"``, ``"S"``, ``"Z"`` for a zombie, ...),
+    ``""`` when there is no such process, ``None`` when ``/proc`` cannot say (not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0].decode()
+    except FileNotFoundError:
+        return "" if os.path.isdir("/proc/self") else None
+    except (OSError, IndexError):
+        return None
 
 
 def _output_file() -> int:
