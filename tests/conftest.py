@@ -102,16 +102,3 @@ def forbid_conversion(monkeypatch):
         monkeypatch.setattr(converter, "_convert_in_child", refuse)
 
     return arm
-
-
-# Longest first: under xdist, a long test handed out last keeps one worker busy while the
-# other idles; these start at once instead (each runs pytest or TensorFlow in a subprocess).
-_LONG_FIRST = ("tests/test_readme.py", "tests/test_examples.py", "tests/test_tflite_child.py")
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item):
-        path = item.nodeid.split("::", 1)[0]
-        return _LONG_FIRST.index(path) if path in _LONG_FIRST else len(_LONG_FIRST)
-
-    items.sort(key=rank)  # stable: the order within each file is kept
