@@ -558,14 +558,14 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
             float_fallback=float_fallback,
             keep_float=keep_float,
         )
-        stored = is_tflite_source(source) and isinstance(source, (str, os.PathLike))
+        stored = is_tflite_source(source)
         runner = TFLiteRunner(  # a stored .tflite by its path: messages name the file
-            source if stored else content,
+            source if stored and isinstance(source, (str, os.PathLike)) else content,
             kernels=kernels,
             num_threads=num_threads,
             batch_size=batch_size,
         )
-        if not is_tflite_source(source):  # a float model: blame's default reference
+        if not stored:  # a float model: blame's default reference
             runner.origin = Origin(
                 source, representative_data, mode or "int8", cache_dir, via, converter_options
             )
