@@ -65,8 +65,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 #: TensorFlow's C++ log lines (absl): ``I0000 00:00:17.94 123 port.cc:153] ...``, absl's
 #: notice that precedes them, and the CPU-feature note's second line. TF 2.21 prints the
 #: first ones whatever ``TF_CPP_MIN_LOG_LEVEL`` says (before absl's InitializeLog).
+#: Fatal lines (``F0000 ...``) are kept: they say why a process is about to abort.
 _TF_LOG = re.compile(
-    r"[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.-]+:\d+\]"
+    r"[IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.-]+:\d+\]"
     r"|WARNING: All log messages before absl::InitializeLog\(\)"
     r"|To enable the following instructions: .*rebuild TensorFlow"
 )

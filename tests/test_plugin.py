@@ -585,6 +585,7 @@ os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called a
 os.write(2, b"I0000 00:00:1795827740.283171    6971 port.cc:153] oneDNN custom operations"
             b" are on.\n")
 os.write(2, b"E0000 00:00:1795821600.318540   31007 cuda_platform.cc:52] failed call to cuInit\n")
+os.write(2, b"F0000 00:00:1795821600.318541   31007 fatal.cc:1] a fatal line is kept\n")
 os.write(2, b"the user's own words at import\n")
 """
 
@@ -609,3 +610,4 @@ def test_summary_is_last_and_tensorflow_logs_are_dropped(pytester):
     for noise in ("InitializeLog", "port.cc:153]", "cuInit"):
         assert noise not in done.stdout
     assert "the user's own words at import" in done.stdout
+    assert "a fatal line is kept" in done.stdout  # why a process aborts is never noise
