@@ -88,6 +88,27 @@ def tflite_cache(request):
     return request.config.stash[_SUITE_CACHE]
 
 
+@pytest.fixture(scope="session")
+def tf_inprocess(tf):
+    """For pytester runs in this process whose tests use TensorFlow
+    (``pytester.runpytest_inprocess``), which spare a subprocess its TensorFlow import
+    (3.4 s here). pytester removes from ``sys.modules`` what a run imported, and a second
+    TensorFlow import in one process aborts it; modules imported before the ``pytester``
+    fixture are kept. Session-scoped, so set up before any ``pytester``: TensorFlow, Keras
+    and the TFLite layer (whose converter child then stays this process's)."""
+    import importlib
+    import pkgutil
+
+    import keras  # noqa: F401
+
+    import pytest_quant.tflite as layer
+
+    for module in pkgutil.iter_modules(layer.__path__):
+        if module.name != "_worker":  # the child's entry point
+            importlib.import_module(f"{layer.__name__}.{module.name}")
+    return tf
+
+
 @pytest.fixture
 def forbid_conversion(monkeypatch):
     """Call it after a first conversion: from then on, running the converter fails the

@@ -29,34 +29,30 @@ def repo(tmp_path):
     return target
 
 
-def _pytest(repo, *args, broken=None):
-    # the suite's conversion cache (tests/conftest.py): the example's conversions are kept
-    args = (f"--quant-cache-dir={os.environ['PYTEST_QUANT_TEST_CACHE']}", *args)
-    env = {k: v for k, v in os.environ.items() if k != "EXAMPLE_BROKEN"}
+def _pytest(pytester, monkeypatch, broken=None):
+    """The example's `pytest`, run in this process on a copy of the repo (its TensorFlow
+    already imported: conftest.py, ``tf_inprocess``), with the suite's conversion cache."""
+    shutil.copytree(EXAMPLE, pytester.path, ignore=IGNORE, dirs_exist_ok=True)
     if broken:
-        env["EXAMPLE_BROKEN"] = broken
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+        monkeypatch.setenv("EXAMPLE_BROKEN", broken)
+    else:
+        monkeypatch.delenv("EXAMPLE_BROKEN", raising=False)
+    cache = os.environ["PYTEST_QUANT_TEST_CACHE"]
+    return pytester.runpytest_inprocess(f"--quant-cache-dir={cache}", "-p", "no:cacheprovider")
 
 
-def test_example_gate_passes_on_the_good_model(repo):
-    done = _pytest(repo)  # without xdist: its workers would each import TensorFlow
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert "6 passed" in done.stdout
-    assert (repo / "reports" / "quant.json").is_file()
+def test_example_gate_passes_on_the_good_model(tf_inprocess, pytester, monkeypatch):
+    done = _pytest(pytester, monkeypatch)
+    assert done.ret == 0, done.stdout.str()[-3000:]
+    done.assert_outcomes(passed=6)
+    assert (pytester.path / "reports" / "quant.json").is_file()
 
 
-def test_example_gate_fails_on_a_broken_calibration(repo):
-    done = _pytest(repo, broken="calibration")
-    assert done.returncode == 1
-    out = done.stdout
-    assert "3 failed, 3 passed" in out
+def test_example_gate_fails_on_a_broken_calibration(tf_inprocess, pytester, monkeypatch):
+    done = _pytest(pytester, monkeypatch, broken="calibration")
+    assert done.ret == 1
+    done.assert_outcomes(failed=3, passed=3)
+    out = done.stdout.str()
     assert "quantized output is off: rms error" in out
     assert "layers adding the most error" in out
     assert "top-1 accuracy dropped by" in out

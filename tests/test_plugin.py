@@ -274,13 +274,13 @@ def test_after_the_crash(int8):
 """
 
 
-def test_quant_tflite_fixture_cache_and_crash_isolation(pytester, monkeypatch):
-    pytest.importorskip("keras", reason="Keras/TensorFlow not installed: pytest-quant[tf]")
-    root = str(Path(__file__).resolve().parent.parent)
-    monkeypatch.setenv("PYTHONPATH", root)
+def test_quant_tflite_fixture_cache_and_crash_isolation(tf_inprocess, pytester, monkeypatch):
+    # the crashing converter child runs tests.abort_worker
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     pytester.makepyfile(test_tfl=TFLITE_SUITE)
     cache = pytester.path / "qcache"
-    r = pytester.runpytest_subprocess(f"--quant-cache-dir={cache}", "-p", "no:cacheprovider")
+    opts = (f"--quant-cache-dir={cache}", "-p", "no:cacheprovider")
+    r = pytester.runpytest_inprocess(*opts)
     r.assert_outcomes(passed=2, failed=1)
     r.stdout.fnmatch_lines(
         [
@@ -291,19 +291,10 @@ def test_quant_tflite_fixture_cache_and_crash_isolation(pytester, monkeypatch):
     files = sorted(cache.glob("*.tflite"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns
-    r = pytester.runpytest_subprocess(
-        f"--quant-cache-dir={cache}", "-p", "no:cacheprovider", "-k", "close"
-    )
+    r = pytester.runpytest_inprocess(*opts, "-k", "close")
     r.assert_outcomes(passed=1, deselected=2)
     assert files[0].stat().st_mtime_ns == stamp  # served from the cache, not rewritten
-    r = pytester.runpytest_subprocess(
-        f"--quant-cache-dir={cache}",
-        "--quant-cache-clear",
-        "-p",
-        "no:cacheprovider",
-        "-k",
-        "nothing_matches",
-    )
+    r = pytester.runpytest_inprocess(*opts, "--quant-cache-clear", "-k", "nothing_matches")
     assert not cache.exists()
 
 
@@ -535,13 +526,10 @@ def test_suggestion_adopted(quant_tflite, model):
 """
 
 
-def test_quant_suggest_message_and_keep_float_adopted(pytester, monkeypatch):
-    pytest.importorskip("keras", reason="Keras/TensorFlow not installed: pytest-quant[tf]")
-    root = Path(__file__).resolve().parent.parent
-    monkeypatch.setenv("PYTHONPATH", str(root))
+def test_quant_suggest_message_and_keep_float_adopted(tf_inprocess, pytester):
     pytester.makepyfile(test_gate=SUGGEST_SUITE)
     cache = os.environ["PYTEST_QUANT_TEST_CACHE"]  # the suite's own cache (conftest.py)
-    r = pytester.runpytest_subprocess(
+    r = pytester.runpytest_inprocess(
         f"--quant-cache-dir={cache}", "-p", "no:cacheprovider", "--quant-suggest"
     )
     r.assert_outcomes(failed=1, passed=1)  # the gate fails; with keep_float it passes

@@ -57,6 +57,21 @@ def _imports(block: str) -> set[str]:
     return names
 
 
+def _import_as(block: str) -> None:
+    """Import what ``block`` imports, as its import statements do (modules and the
+    submodules named by ``from M import name``), so that a pytester run in this process
+    keeps them (see ``tf_inprocess`` in conftest.py)."""
+    for node in ast.walk(ast.parse(block)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                importlib.import_module(alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name):
+                    importlib.import_module(f"{node.module}.{alias.name}")
+
+
 def _runs_here(block: str, has_tf: bool) -> bool:
     """A block runs where what it imports is installed; TFLite blocks need TensorFlow
     (the conftest converts the models they use)."""
@@ -70,22 +85,30 @@ def test_every_route_block_is_recognised():
     assert len(routes) == 2
 
 
-def test_readme_examples_pass(pytester, monkeypatch, tflite_cache):
+def test_readme_examples_pass(request, monkeypatch, tflite_cache):
     has_tf = importlib.util.find_spec("keras") is not None
     blocks = [b for b in _python_blocks() if _runs_here(b, has_tf)]
     assert len(blocks) >= 4
+    golden = [f"test_readme_{i}.py" for i, b in enumerate(blocks) if "quant_golden" in b]
+    if golden and has_tf:  # before pytester exists (below): these imports are kept
+        request.getfixturevalue("tf_inprocess")
+        for block in blocks:
+            if "quant_golden" in block:
+                _import_as(block)
+    pytester = request.getfixturevalue("pytester")
     monkeypatch.setenv("PYTHONPATH", str(README.parent))
     pytester.makeconftest(CONFTEST if has_tf else "")
     for i, block in enumerate(blocks):  # as written: a block imports what it uses
         pytester.makepyfile(**{f"test_readme_{i}": block})
     # The profile the README recommends for CI (derandomized, no too_slow health check on
     # a busy machine). First run: the golden examples write their goldens (only those
-    # files: each run imports TensorFlow); second run: every block, goldens checked.
+    # files), in this process (their modules imported above). Second run: every block,
+    # goldens checked, in a fresh process as a user runs them (the Keras 2 route's
+    # TensorFlow Model Optimization changes the environment when it is imported).
     opts = ["-p", "no:cacheprovider", "--hypothesis-profile=pytest-quant-ci"]
     opts.append(f"--quant-cache-dir={tflite_cache}")  # the suite's: conversions shared
-    golden = [f"test_readme_{i}.py" for i, b in enumerate(blocks) if "quant_golden" in b]
     if golden:
-        first = pytester.runpytest_subprocess(*opts, "--quant-golden-update", *golden)
+        first = pytester.runpytest_inprocess(*opts, "--quant-golden-update", *golden)
         assert first.ret == 0, str(first.stdout)[-3000:]
     result = pytester.runpytest_subprocess(*opts)
     expected = sum(len(re.findall(r"^def test_", b, re.M)) for b in blocks)
