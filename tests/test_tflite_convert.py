@@ -14,7 +14,13 @@ keras = pytest.importorskip("keras", reason="Keras/TensorFlow not installed: pyt
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed: pytest-quant[tf]")
 
 from pytest_quant import assert_quant_close, compare  # noqa: E402
-from pytest_quant.tflite import MODES, ConversionError, TFLiteRunner, convert  # noqa: E402
+from pytest_quant.tflite import (  # noqa: E402
+    MODES,
+    ConversionError,
+    MalformedModelError,
+    TFLiteRunner,
+    convert,
+)
 from pytest_quant.tflite import converter as convert_mod  # noqa: E402
 from pytest_quant.tflite import export as export_mod  # noqa: E402
 from pytest_quant.tflite.flatbuffer import decode, read_model  # noqa: E402
@@ -158,7 +164,7 @@ def test_converter_errors_are_reported(mlp):
 @pytest.mark.parametrize(
     "source, err, match",
     [
-        (b"not a model at all", ValueError, "not a TFLite model"),
+        (b"not a model at all", MalformedModelError, "the model bytes: .* not a TFLite model"),
         (42, TypeError, "source=int"),
     ],
 )
@@ -169,7 +175,7 @@ def test_bad_sources(source, err, match):
 
 def test_bad_paths_and_modes(tmp_path, mlp):
     (tmp_path / "junk.tflite").write_bytes(b"\x00" * 64)
-    with pytest.raises(ValueError, match=r"junk\.tflite is not a TFLite model"):
+    with pytest.raises(MalformedModelError, match=r"junk\.tflite: .*not a TFLite model"):
         convert(tmp_path / "junk.tflite")
     with pytest.raises(ValueError, match=r"neither a \.tflite file nor a SavedModel"):
         convert(tmp_path)

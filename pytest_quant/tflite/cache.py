@@ -35,7 +35,8 @@ from ..assertions import QuantWarning
 from ._deps import require
 from .failures import ConversionError, failure_hint
 from .fingerprint import model_fingerprint
-from .modes import CALIBRATED_MODES, check_tflite
+from .flatbuffer import check_tflite
+from .modes import CALIBRATED_MODES
 
 if TYPE_CHECKING:
     from .converter import _Job

@@ -34,7 +34,8 @@ from .calibration import _representative, _save_dataset, by_input_name
 from .export import _saved
 from .failures import _KEPT_OUTPUT, ConversionError, _deterministic, _failure, failure_hint
 from .fingerprint import keras_flavour, model_fingerprint
-from .modes import CALIBRATED_MODES, MODES, REFERENCE_MODE, check_tflite
+from .flatbuffer import check_tflite
+from .modes import CALIBRATED_MODES, MODES, REFERENCE_MODE
 from .options import _settings
 
 #: The module the child process runs (``python -m``; see :mod:`._child`).
@@ -135,6 +136,8 @@ def convert(
         ``converter_options`` attribute the converter does not have, or a ``mode`` or
         ``representative_data`` (or ``keep_float``) given with an already-converted
         ``.tflite`` (it is returned as it is: neither would apply).
+    :raises MalformedModelError: ``source`` is bytes or a ``.tflite`` path that is not a
+        TFLite model (a ``ValueError`` too).
 
     Example::
 

@@ -94,7 +94,7 @@ def read_model(content: bytes, source: str = "the model bytes") -> Any:
         model = read_model(Path("model.tflite").read_bytes(), "model.tflite")
     """
     s = schema()
-    content = _identified(bytes(content), source)
+    content = check_tflite(bytes(content), source)
     root = int.from_bytes(content[:4], "little")
     if not 8 <= root <= len(content) - 4:
         raise MalformedModelError(
@@ -110,7 +110,9 @@ def read_model(content: bytes, source: str = "the model bytes") -> Any:
     return model
 
 
-def _identified(content: bytes, source: str) -> bytes:
+def check_tflite(content: bytes, source: str) -> bytes:
+    """``content`` if it has the TFLite identifier, else :class:`MalformedModelError`
+    naming ``source`` (a path, or e.g. "the converter's output")."""
     if len(content) < 8 or content[4:8] != TFLITE_IDENTIFIER:
         raise MalformedModelError(
             source,
@@ -516,9 +518,9 @@ def read_tflite(model: Any) -> bytes:
         path = Path(model)
         if not path.is_file():
             raise ValueError(f"{path} is not a file: pass a .tflite path or the model bytes")
-        return _identified(path.read_bytes(), str(path))
+        return check_tflite(path.read_bytes(), str(path))
     if isinstance(model, (bytes, bytearray, memoryview)):
-        return _identified(bytes(model), "the model bytes")
+        return check_tflite(bytes(model), "the model bytes")
     raise TypeError(
         f"expected a .tflite model (bytes, a path or a runner), got {type(model).__name__}"
     )
