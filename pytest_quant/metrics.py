@@ -103,7 +103,7 @@ def compare(actual: Any, reference: Any, *, qparams: QuantParams | None = None) 
     """
     a, r, flat_a, flat_r = _inputs(actual, reference)
     steps = _Steps(qparams, a.shape) if qparams is not None else None
-    scan = _scan(flat_a, flat_r, steps, p99=True)
+    scan = _scan(flat_a, flat_r, steps, mode="full")
     _require_finite(scan, a, r)
     n = int(a.size)
     total = [math.fsum(column) for column in scan.sums.T]
@@ -145,22 +145,30 @@ def compare(actual: Any, reference: Any, *, qparams: QuantParams | None = None) 
 
 
 #: the figures :func:`_figure` computes in a lean pass
-_LEAN_FIGURES = ("max_abs_fs", "rmse_fs", "rel_l2", "sqnr_db")
+_LEAN_FIGURES = ("max_abs_fs", "rmse_fs", "rel_l2", "sqnr_db", "p99_abs_fs")
 
 
 def _figure(
     actual: Any, reference: Any, name: str, qparams: QuantParams | None = None
 ) -> tuple[float, dict[int, int] | None]:
     """One of :data:`_LEAN_FIGURES`, equal to ``getattr(compare(actual, reference), name)``
-    (the same sums over the same blocks) in about half the time: what a check decides on,
-    with the LSB histogram when ``qparams`` are given (what it records). A failure
-    message then takes :func:`compare`, a second pass, only when the check fails."""
+    (the same sums over the same blocks, the same order statistics) in about half the
+    time: what a check decides on, with the LSB histogram when ``qparams`` are given (what
+    it records). A failure message then takes :func:`compare`, a second pass, only when
+    the check fails."""
     a, r, flat_a, flat_r = _inputs(actual, reference)
     steps = _Steps(qparams, a.shape) if qparams is not None else None
-    scan = _scan(flat_a, flat_r, steps, p99=False, lean=True)
+    scan = _scan(flat_a, flat_r, steps, mode="p99" if name == "p99_abs_fs" else "sums")
     _require_finite(scan, a, r)
-    total = [math.fsum(column) for column in scan.sums.T]
-    value = _shared_figures(scan, total, int(a.size))[name]
+    n = int(a.size)
+    if name == "p99_abs_fs":
+        full_scale = _full_scale(
+            float(scan.extremes[:, _RMIN].min()), float(scan.extremes[:, _RMAX].max())
+        )
+        value = _percentile(scan.top, n) / full_scale
+    else:
+        total = [math.fsum(column) for column in scan.sums.T]
+        value = _shared_figures(scan, total, n)[name]
     return value, (scan.histogram if steps is not None else None)
 
 
@@ -211,6 +219,8 @@ class _Steps:
         self.per_channel = qparams.is_per_channel
         axis = qparams.axis if self.per_channel and qparams.axis is not None else 0
         self.stride = math.prod(shape[axis + 1 :])
+        # one step for all: |errors| are counted by step against these, undivided
+        self.bounds = _step_bounds(1.0 if self.per_channel else float(self.scale[0]))
 
     def of(self, start: int, size: int) -> np.ndarray | np.float64:
         """The steps of flat elements ``[start, start + size)``."""
@@ -221,16 +231,46 @@ class _Steps:
         return self.scale[channel]
 
 
+_FEW_STEPS = 8  # errors below this many steps are counted by comparisons, not binned
+
+
+def _step_bounds(scale: float) -> list[float]:
+    """``bounds[k]``, for ``k`` in ``1.._FEW_STEPS - 1``: the largest float ``e`` with
+    ``rint(e / scale) < k`` (``bounds[0]`` is unused).
+
+    ``e / scale`` (rounded, as ``np.divide`` rounds it) never falls as ``e`` grows, so
+    ``rint(e / scale) >= k`` exactly when ``e > bounds[k]``: a count of the errors of
+    ``k`` steps or more needs no division. Found from ``(k - 0.5) * scale`` by stepping
+    one float at a time (``rint`` rounds a half to even: ``k - 0.5`` itself rounds up
+    to ``k`` only when ``k`` is even).
+    """
+
+    def under(e: float, k: int) -> bool:  # rint(e / scale) < k
+        q = e / scale
+        return q < k - 0.5 or (q == k - 0.5 and k % 2 == 1)
+
+    bounds = [-math.inf]
+    for k in range(1, _FEW_STEPS):
+        e = (k - 0.5) * scale
+        while not under(e, k):
+            e = math.nextafter(e, -math.inf)
+        while under(math.nextafter(e, math.inf), k):
+            e = math.nextafter(e, math.inf)
+        bounds.append(e)
+    return bounds
+
+
 class _Top:
     """The ``m`` largest of ``n`` values streamed by in blocks, kept in about ``2 m``
     floats: all a percentile near the top needs.
 
     Values not above the floor are dropped; the floor is the ``m``-th largest value held
     once more than ``m`` are, which is always safe. With ``guess``, the first block also
-    sets a provisional floor: its quantile that ``2 m / n`` of its values clear, so that
-    later blocks keep about 2% of their values from the start. That floor is safe when at
-    least ``m`` values cleared it in the end; :func:`_scan` checks, and collects again
-    without a guess when they did not (errors much larger in the first block than later).
+    sets a provisional floor: its quantile that ``2 m / n`` of its values clear (estimated
+    from one value in 8), so that later blocks keep about 2% of their values from the
+    start. That floor is safe when at least ``m`` values cleared it in the end;
+    :func:`_largest` checks, and :func:`_scan` collects again without a guess when they
+    did not (errors much larger in the first block than later).
     """
 
     def __init__(self, m: int, n: int, *, guess: bool) -> None:
@@ -242,68 +282,83 @@ class _Top:
         self.held = 0
 
     def add(self, values: np.ndarray, peak: float) -> None:
+        """Keep those of ``values`` (``peak`` the largest) above the floor."""
+        floor = self.floor_for(values)
+        if peak > floor:
+            self.keep(values.copy() if floor == -math.inf else values[values > floor])
+
+    def floor_for(self, values: np.ndarray) -> float:
+        """The floor for ``values``, which set the guess if they are the first."""
         if self.guessing:
             self.guessing = False
             share = 2 * self.m / self.n
             if share < 0.5 and values.size >= 1024:
-                k = int(values.size * (1 - share))
-                self.guess = self.floor = float(np.partition(values, k)[k])
-        if peak <= self.floor:
-            return
-        kept = values.copy() if self.floor == -math.inf else values[values > self.floor]
+                sample = values[::8]
+                k = int(sample.size * (1 - share))
+                self.guess = self.floor = float(np.partition(sample, k)[k])
+        return self.floor
+
+    def keep(self, kept: np.ndarray) -> None:
+        """Keep ``kept``, values above :meth:`floor_for` (a copy, not a view of a buffer)."""
         self.parts.append(kept)
         self.held += kept.size
         if self.held >= 2 * max(self.m, _BLOCK):
             self._prune()
 
     def _prune(self) -> None:
-        if not self.parts:
-            return
-        held = np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
+        held = self.values()
         if held.size > self.m:
             held = np.partition(held, held.size - self.m)[held.size - self.m :]
             self.floor = float(held[0])
         self.parts, self.held = [held], held.size
 
     def values(self) -> np.ndarray:
-        self._prune()
-        return self.parts[0] if self.parts else np.empty(0)
+        """Every value held (at least the ``m`` largest, unless a guess failed)."""
+        if len(self.parts) != 1:
+            self.parts = [np.concatenate(self.parts) if self.parts else np.empty(0)]
+        return self.parts[0]
 
 
-def _largest(tops: list[_Top]) -> np.ndarray | None:
-    """The values of all ``tops`` together, or ``None`` when a provisional floor may have
-    dropped one of the ``m`` largest (fewer than ``m`` values cleared the highest)."""
-    values = [t.values() for t in tops]
-    merged = np.concatenate(values) if len(values) > 1 else values[0]
-    guess = max(t.guess for t in tops)
-    m = tops[0].m
-    if guess > -math.inf and np.count_nonzero(merged > guess) < m:
+def _largest(tops: list[tuple[np.ndarray, float]], m: int) -> list[np.ndarray] | None:
+    """The values of all ``tops`` (each ``(values, guess)``, see :class:`_Top`), or
+    ``None`` when a provisional floor may have dropped one of the ``m`` largest (fewer
+    than ``m`` values cleared the highest)."""
+    values = [v for v, _ in tops]
+    guess = max(g for _, g in tops)
+    if guess > -math.inf and sum(int(np.count_nonzero(v > guess)) for v in values) < m:
         return None
-    return merged
+    return values
 
 
-def _largest_errors(a: np.ndarray, r: np.ndarray) -> np.ndarray:
+def _largest_errors(a: np.ndarray, r: np.ndarray) -> list[np.ndarray]:
     """The largest ``|a - r|`` that :func:`_percentile` reads, collected without a
     provisional floor (the fallback of :func:`_scan`)."""
     n = a.size
     m = _tail_size(n)
 
-    def share(first: int, stop: int) -> _Top:
-        size = min(_BLOCK, n)
-        buf_a, buf_r, buf_e = (np.empty(size) for _ in range(3))
+    def share(first: int, stop: int) -> tuple[np.ndarray, float]:
+        buf_a, buf_r = np.empty(min(_BLOCK, n)), np.empty(min(_BLOCK, n))
         top = _Top(m, n, guess=False)
         for b in range(first, stop):
             start = b * _BLOCK
-            xa = _float64(a[start : start + _BLOCK], buf_a)
-            xr = _float64(r[start : start + _BLOCK], buf_r)
-            err = np.abs(np.subtract(xa, xr, out=buf_e[: xa.size]), out=buf_e[: xa.size])
+            err = _abs_error(a[start : start + _BLOCK], r[start : start + _BLOCK], buf_a, buf_r)
             top.add(err, float(err.max()))
-        return top
+        return top.values(), top.guess
 
     tops = over_shares(_quiet(share), -(-n // _BLOCK), parallel=n >= _PARALLEL_FROM)
-    merged = _largest(tops)
+    merged = _largest(tops, m)
     assert merged is not None  # no guess, no doubt
     return merged
+
+
+def _abs_error(
+    block_a: np.ndarray, block_r: np.ndarray, buf_a: np.ndarray, buf_r: np.ndarray
+) -> np.ndarray:
+    """``|block_a - block_r|`` in float64, in ``buf_a`` (``buf_r`` holds the reference
+    converted, when it is not float64)."""
+    xa, xr = _float64(block_a, buf_a), _float64(block_r, buf_r)
+    err = np.subtract(xa, xr, out=buf_a[: xa.size])
+    return np.abs(err, out=err)
 
 
 def _tail_size(n: int) -> int:
@@ -313,20 +368,49 @@ def _tail_size(n: int) -> int:
     return 1 if virtual >= n - 1 else n - math.floor(virtual)
 
 
-def _percentile(top: np.ndarray, n: int) -> float:
+def _percentile(top: list[np.ndarray], n: int) -> float:
     """``numpy.percentile(x, 99)`` (method ``linear``) of the ``n`` values of ``x`` whose
-    largest ``_tail_size(n)`` or more are ``top``: the same order statistics, interpolated
-    by the same arithmetic, so the same float."""
+    largest ``_tail_size(n)`` or more are ``top`` (in parts): the same order statistics,
+    interpolated by the same arithmetic, so the same float."""
     virtual = (n - 1) * _Q
     if virtual >= n - 1:
-        return float(top.max())
+        return max(float(part.max()) for part in top if part.size)
     below = math.floor(virtual)
-    m, size = n - below, top.size
-    part = np.partition(top, [size - m, size - m + 1])
-    lo, hi = float(part[size - m]), float(part[size - m + 1])
+    lo, hi = _largest_two(top, n - below)
     t = virtual - below
     diff = hi - lo
     return hi - diff * (1 - t) if t >= 0.5 else lo + diff * t
+
+
+_SAMPLE = 16  # _largest_two estimates where its order statistics lie from one value in 16
+
+
+def _largest_two(parts: list[np.ndarray], m: int) -> tuple[float, float]:
+    """The ``m``-th and ``(m - 1)``-th largest of the values in ``parts`` (``m >= 2``), as
+    ``np.partition`` gives them.
+
+    A selection over millions of values costs 10 ns each: instead, a sample of one value
+    in ``_SAMPLE`` gives a band ``[low, high]`` that should hold both; when counting shows
+    it does (fewer than ``m - 1`` values above ``high``, at least ``m`` from ``low`` up),
+    they are order statistics of the band, a few percent of the values. Otherwise the
+    whole selection.
+    """
+    size = sum(p.size for p in parts)
+    sample = np.concatenate([p[::_SAMPLE] for p in parts])
+    centre = m * sample.size // size  # about this many sample values are >= the m-th largest
+    margin = 8 * math.isqrt(centre) + 16  # 8 standard deviations of that count and more
+    i_low, i_high = sample.size - centre - margin, sample.size - centre + margin
+    if size >= 1 << 16 and i_low >= 0 and i_high < sample.size:
+        low, high = np.partition(sample, [i_low, i_high])[[i_low, i_high]]
+        above = sum(int(np.count_nonzero(p > high)) for p in parts)
+        band = np.concatenate([p[(p >= low) & (p <= high)] for p in parts])
+        if above <= m - 2 and above + band.size >= m:  # the k-th largest of all is the
+            k = band.size - (m - above)  # (k - above)-th largest of the band
+            part = np.partition(band, [k, k + 1])
+            return float(part[k]), float(part[k + 1])
+    values = np.concatenate(parts)
+    part = np.partition(values, [size - m, size - m + 1])
+    return float(part[size - m]), float(part[size - m + 1])
 
 
 @dataclass
@@ -337,17 +421,17 @@ class _Scan:
     extremes: np.ndarray  # (blocks, 4) float64, columns _RMIN.._MAX_LSB
     worst_at: np.ndarray  # (blocks,) flat index of each block's largest |error|
     non_finite: bool
-    top: np.ndarray  # at least the _tail_size(n) largest |errors|
+    top: list[np.ndarray]  # at least the _tail_size(n) largest |errors|, in parts
     histogram: dict[int, int]
 
 
-def _scan(
-    a: np.ndarray, r: np.ndarray, steps: _Steps | None, *, p99: bool, lean: bool = False
-) -> _Scan:
-    """One pass over the flat ``a`` and ``r``: every figure of :func:`compare` (the
-    largest errors only with ``p99``). ``lean``: only what :func:`_figure` reads (the
-    sums of squares, the reference's extremes, the largest ``|error|`` and the LSB
-    histogram, computed alike, so equal to the full pass's), about half the work."""
+def _scan(a: np.ndarray, r: np.ndarray, steps: _Steps | None, *, mode: str) -> _Scan:
+    """One pass over the flat ``a`` and ``r``, with the LSB histogram when ``steps`` are
+    given. ``mode``: ``"full"``, every figure of :func:`compare`; ``"sums"``, only what
+    :func:`_figure` reads for the figures from sums (the sums of squares, the reference's
+    extremes and the largest ``|error|``); ``"p99"``, only what it reads for
+    ``p99_abs_fs`` (the reference's extremes and the largest errors). Each figure is
+    computed alike in every mode, so a lean pass's equal the full pass's."""
     n = a.size
     nblocks = -(-n // _BLOCK)
     sums = np.zeros((nblocks, 8))
@@ -355,61 +439,112 @@ def _scan(
     worst_at = np.zeros(nblocks, np.int64)
     bad = np.zeros(nblocks, bool)
     m = _tail_size(n)
+    screen = mode == "p99" and steps is None and a.dtype == r.dtype == np.float32
 
-    def share(first: int, stop: int) -> tuple[_Top, dict[int, int]]:
+    def share(first: int, stop: int) -> tuple[np.ndarray, float, dict[int, int]]:
         size = min(_BLOCK, n)
-        buf_a, buf_r, buf_e, buf_l = (np.empty(size) for _ in range(4))
+        buf_a, buf_r = np.empty(size), np.empty(size)
+        buf_l = np.empty(size if steps is not None and mode == "full" else 0)
+        buf_s = np.empty(size if screen else 0, np.float32)
         top = _Top(m, n, guess=True)
         hist: dict[int, int] = {}
         for b in range(first, stop):
             start = b * _BLOCK
             block_a, block_r = a[start : start + _BLOCK], r[start : start + _BLOCK]
-            xa, xr = _float64(block_a, buf_a), _float64(block_r, buf_r)
-            err = np.subtract(xa, xr, out=buf_e[: xa.size])
-            lsb = buf_l[: err.size]  # the errors in steps, with qparams
             row, ext = sums[b], extremes[b]
-            rr, ee = _dot(xr, xr), _dot(err, err)
+            if screen and top.floor > -math.inf:
+                # float32 inputs and a floor set: float32 and float64 both round the exact
+                # a - r, and rounding never reorders, so an error above the floor in float64
+                # is at least the floor rounded to float32 in float32. Only those few are
+                # computed in float64 (top.add drops the rest again, as the float64 pass
+                # would have)
+                diff = np.subtract(block_a, block_r, out=buf_s[: block_a.size])
+                np.abs(diff, out=diff)
+                peak = float(diff.max())
+                if not math.isfinite(peak) and not _finite(block_a, block_r):
+                    bad[b] = True  # as below
+                    continue
+                ext[_RMIN], ext[_RMAX] = block_r.min(), block_r.max()
+                floor = np.float32(top.floor)
+                if peak >= floor:
+                    at = np.flatnonzero(diff >= floor)
+                    err = np.abs(np.subtract(block_a[at], block_r[at], dtype=np.float64))
+                    top.add(err, float(err.max()))
+                continue
+            if mode == "p99":
+                err = _abs_error(block_a, block_r, buf_a, buf_r)
+                peak = float(err.max())
+                # NaN/Inf make an error NaN or Inf (so can an overflow of finite values)
+                if not math.isfinite(peak) and not _finite(block_a, block_r):
+                    bad[b] = True
+                    continue
+                ext[_RMIN], ext[_RMAX] = block_r.min(), block_r.max()
+                top.add(err, peak)
+                if steps is not None:
+                    _count_lsb(err, peak, steps, start, hist)
+                continue
+            xa, xr = _float64(block_a, buf_a), _float64(block_r, buf_r)
+            rr = _dot(xr, xr)
+            if mode == "full":  # before the errors overwrite xa
+                row[_AR], row[_AA] = _dot(xa, xr), _dot(xa, xa)
+            err = np.subtract(xa, xr, out=buf_a[: xa.size])  # in place, unless xa is a's
+            ee = _dot(err, err)
             # NaN/Inf make these sums non-finite (so can an overflow of finite values)
-            if not math.isfinite(rr + ee) and not (np.isfinite(xa).all() and np.isfinite(xr).all()):
+            if not math.isfinite(rr + ee) and not _finite(block_a, block_r):
                 bad[b] = True
                 continue
             row[_RR], row[_ERR2] = rr, ee
             ext[_RMIN], ext[_RMAX] = block_r.min(), block_r.max()  # exact in any dtype
-            if lean:
-                ext[_WORST] = max(float(err.max()), -float(err.min()))
+            if mode == "sums":
+                np.abs(err, out=err)
+                ext[_WORST] = peak = float(err.max())
                 if steps is not None:
-                    _count_steps(np.abs(np.divide(err, steps.of(start, err.size), out=lsb)), hist)
+                    _count_lsb(err, peak, steps, start, hist)
                 continue
-            row[_AR], row[_AA], row[_ERR] = _dot(xa, xr), _dot(xa, xa), err.sum()
-            if steps is not None:
-                np.divide(err, steps.of(start, err.size), out=lsb)
+            row[_ERR] = err.sum()
+            lsb = None
+            if steps is not None:  # the errors in steps
+                lsb = np.divide(err, steps.of(start, err.size), out=buf_l[: err.size])
                 row[_LSB], row[_LSB2] = lsb.sum(), _dot(lsb, lsb)
-                ext[_MAX_LSB] = _count_steps(np.abs(lsb, out=lsb), hist)
             np.abs(err, out=err)
             row[_ABS] = err.sum()
-            i = int(err.argmax())
+            at = np.flatnonzero(err > top.floor_for(err))
+            if at.size:  # the largest is among those kept, first where it is first
+                kept = err[at]
+                top.keep(kept)
+                j = int(kept.argmax())
+                i = int(at[j])
+            else:
+                i = int(err.argmax())
             worst_at[b], ext[_WORST] = start + i, err[i]
-            if p99:
-                top.add(err, float(err[i]))
-        return top, hist
+            peak = float(err[i])
+            if steps is not None:
+                ext[_MAX_LSB] = _count_lsb(err, peak, steps, start, hist, lsb)
+        return top.values(), top.guess, hist
 
     shares = over_shares(_quiet(share), nblocks, parallel=n >= _PARALLEL_FROM)
     histogram: dict[int, int] = {}
-    for _, hist in shares:
+    for _, _, hist in shares:
         for key, count in hist.items():
             histogram[key] = histogram.get(key, 0) + count
     non_finite = bool(bad.any())
-    top = None if non_finite or not p99 else _largest([t for t, _ in shares])
-    if top is None and p99 and not non_finite:
-        top = _largest_errors(a, r)
+    top = None
+    if mode != "sums" and not non_finite:
+        top = _largest([(v, g) for v, g, _ in shares], m)
+        if top is None:
+            top = _largest_errors(a, r)
     return _Scan(
         sums,
         extremes,
         worst_at,
         non_finite,
-        np.empty(0) if top is None else top,
+        [] if top is None else top,
         dict(sorted(histogram.items())),
     )
+
+
+def _finite(x: np.ndarray, y: np.ndarray) -> bool:
+    return bool(np.isfinite(x).all() and np.isfinite(y).all())
 
 
 def _quiet(task: Callable[[int, int], _T]) -> Callable[[int, int], _T]:
@@ -424,7 +559,9 @@ def _quiet(task: Callable[[int, int], _T]) -> Callable[[int, int], _T]:
     return run
 
 
-_ROW = 4096  # see _dot
+# see _dot: 1024 rows in a block, so np.vecdot lets go of the GIL (numpy keeps it for an
+# outer loop of under 500)
+_ROW = _BLOCK // 1024
 _vecdot = getattr(np, "vecdot", None)  # numpy >= 2.0
 
 
@@ -434,6 +571,9 @@ def _dot(x: np.ndarray, y: np.ndarray) -> float:
     Not one ``np.dot``: OpenBLAS runs a dot product of over 10,000 elements on threads
     of its own, which spin against ours (and against a busy machine): 64K elements took
     3.7 ms instead of 6 us on 2 loaded cores. Rows this short never start a thread.
+    And many rows: numpy releases the GIL in ``np.vecdot`` only for an outer loop of 500
+    or more, so the 64 rows of 4096 a block once had ran the two threads' dot products
+    one after the other (``compare`` on 100M float32: 0.20 s with those, 0.16 s now).
     """
     full = x.size - x.size % _ROW
     total = 0.0
@@ -441,8 +581,8 @@ def _dot(x: np.ndarray, y: np.ndarray) -> float:
         rows_x, rows_y = x[:full].reshape(-1, _ROW), y[:full].reshape(-1, _ROW)
         if _vecdot is not None:
             total = float(_vecdot(rows_x, rows_y).sum())
-        else:
-            total = math.fsum(float(np.dot(u, v)) for u, v in zip(rows_x, rows_y, strict=True))
+        else:  # numpy 1.x
+            total = float(np.einsum("ij,ij->i", rows_x, rows_y).sum())
     if full < x.size:
         total += float(np.dot(x[full:], y[full:]))
     return total
@@ -457,26 +597,53 @@ def _float64(x: np.ndarray, buf: np.ndarray) -> np.ndarray:
     return out
 
 
-def _count_steps(steps: np.ndarray, hist: dict[int, int]) -> float:
-    """Count the magnitudes of errors in steps, ``steps`` (rounded in place to whole
-    steps), into ``hist``; return the largest before rounding."""
-    peak = float(steps.max())
-    np.rint(steps, out=steps)
-    top = float(np.rint(peak))
+def _count_lsb(
+    errors: np.ndarray,
+    peak: float,
+    steps: _Steps,
+    start: int,
+    hist: dict[int, int],
+    lsb: np.ndarray | None = None,
+) -> float:
+    """Count the ``errors`` (magnitudes of flat elements from ``start`` on; ``peak`` the
+    largest) by whole steps, ``rint(|error| / step)``, into ``hist``; return the largest
+    error in steps. ``errors`` may be overwritten. ``lsb``: with per-channel steps, the
+    errors divided by their steps, when already computed (made magnitudes in place).
+
+    With one step for all, ``rint(|error| / step) >= k`` is ``|error| > bounds[k]`` (see
+    :func:`_step_bounds`): the usual few steps take a comparison each, no division, and
+    the largest in steps is ``peak / step`` (dividing by a step never reorders).
+    """
+    if steps.per_channel:
+        if lsb is None:
+            lsb = np.divide(errors, steps.of(start, errors.size), out=errors)
+        else:
+            np.abs(lsb, out=lsb)
+        values, peak_steps = lsb, float(lsb.max())
+    else:
+        values, peak_steps = errors, float(peak / steps.scale[0])
+    top = float(np.rint(peak_steps))
     pairs: Iterable[tuple[int, int]]
-    if top < 8:  # the usual few steps: a count each beats np.bincount's casts
-        pairs = [(k, int(np.count_nonzero(steps == k))) for k in range(int(top) + 1)]
-    elif top < 1 << 16:
-        counts = np.bincount(steps.astype(np.intp))
-        keys = np.flatnonzero(counts)
-        pairs = zip(keys.tolist(), counts[keys].tolist(), strict=True)
-    else:  # wide errors: no bin per step
-        values, found = np.unique(steps, return_counts=True)
-        pairs = zip((int(v) for v in values), found.tolist(), strict=True)
+    if top < _FEW_STEPS:  # a count each of the errors of k steps or more
+        over = [values.size]
+        over += [int(np.count_nonzero(values > steps.bounds[k])) for k in range(1, int(top) + 1)]
+        over.append(0)
+        pairs = [(k, over[k] - over[k + 1]) for k in range(int(top) + 1)]
+    else:
+        if not steps.per_channel:
+            values = np.divide(errors, steps.scale[0], out=errors)
+        np.rint(values, out=values)
+        if top < 1 << 16:
+            counts = np.bincount(values.astype(np.intp))
+            keys = np.flatnonzero(counts)
+            pairs = zip(keys.tolist(), counts[keys].tolist(), strict=True)
+        else:  # wide errors: no bin per step
+            found, counted = np.unique(values, return_counts=True)
+            pairs = zip((int(v) for v in found), counted.tolist(), strict=True)
     for key, count in pairs:
         if count:
             hist[key] = hist.get(key, 0) + count
-    return peak
+    return peak_steps
 
 
 @dataclass(frozen=True)

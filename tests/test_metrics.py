@@ -265,3 +265,117 @@ def test_the_lean_figure_a_check_decides_on_is_compares_exactly(pair):
     qp = QuantParams(1 / 40, 0)
     value, hist = metrics_mod._figure(a, r, "rmse_fs", qp)
     assert (value, hist) == (stats.rmse_fs, compare(a, r, qparams=qp).lsb_histogram())
+
+
+def _wide_exponents():
+    """float32 pairs whose differences float32 cannot hold exactly (magnitudes 1e-9 to 10):
+    the float32 screen of the lean p99 rounds them, float64 does not."""
+    rng = np.random.default_rng(12)
+    r = (10.0 ** rng.uniform(-9, 1, BIG) * rng.choice([-1, 1], BIG)).astype(np.float32)
+    a = (r + 10.0 ** rng.uniform(-9, 1, BIG)).astype(np.float32)
+    return a, r
+
+
+def _mixed():
+    a, r = _round_trip(BIG)
+    return a, r.astype(np.float64)
+
+
+def _big_head(dtype):
+    """Errors 100 times larger in the first 70,000 elements: the first block's floor guess
+    for the largest 1% fails, and the fallback collects again."""
+    r = np.random.default_rng(5).normal(size=BIG).astype(dtype)
+    err = np.where(np.arange(BIG) < 70_000, 0.1, 1e-3) * np.random.default_rng(6).random(BIG)
+    return (r + err).astype(dtype), r
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        pytest.param(lambda: _round_trip(BIG, dtype=np.float64), id="big-float64"),
+        pytest.param(lambda: _round_trip((BIG // 5, 5), dtype=np.float16), id="big-float16"),
+        pytest.param(lambda: _big_head(np.float32), id="big-head-float32"),
+        pytest.param(_wide_exponents, id="wide-exponents"),
+        pytest.param(lambda: _big_head(np.float64), id="big-head-float64"),
+        pytest.param(_mixed, id="float32-vs-float64"),
+        pytest.param(lambda: _round_trip(metrics_mod._BLOCK + 1, seed=4), id="two-blocks"),
+        pytest.param(lambda: ([3.0], [1.0]), id="one"),
+    ],
+)
+def test_the_lean_p99_is_compares_exactly(pair):
+    a, r = pair()
+    assert metrics_mod._figure(a, r, "p99_abs_fs") == (compare(a, r).p99_abs_fs, None)
+    qp = QuantParams(1 / 40, 0)
+    want = compare(a, r, qparams=qp)
+    assert metrics_mod._figure(a, r, "p99_abs_fs", qp) == (want.p99_abs_fs, want.lsb_histogram())
+
+
+@pytest.mark.parametrize("name", ["p99_abs_fs", "rmse_fs"])
+def test_the_lean_figures_with_per_channel_steps_are_compares_exactly(name):
+    a, r = _round_trip((7, BIG // 7 // 5, 5), seed=7)
+    scale = np.random.default_rng(9).uniform(0.01, 0.05, 5).astype(np.float32)
+    qp = QuantParams(scale, np.zeros(5, np.int64), axis=2)
+    want = compare(a, r, qparams=qp)
+    assert metrics_mod._figure(a, r, name, qp) == (getattr(want, name), want.lsb_histogram())
+
+
+@pytest.mark.parametrize("scale", [0.1, 1 / 3, 1 / 127, 3e-5, 1.4e-45, 2.0**-10, 1000.0])
+@pytest.mark.parametrize("steps", [7.4, 12.0])  # counted by comparisons / binned
+def test_errors_on_the_edge_of_a_step_count_as_dividing_them_does(scale, steps):
+    """Errors of one step for all are counted against bounds, not divided: the float just
+    below, at and just above each ``k - 0.5`` steps must land where ``rint(e / s)`` puts it."""
+    s = float(np.float32(scale))  # a scale as QuantParams keeps it
+    edges = [(k - 0.5) * s for k in range(1, 14)]
+    near = [np.nextafter(e, d) for e in edges for d in (-np.inf, np.inf)]
+    nearby = [np.nextafter(e, d) for e in near for d in (-np.inf, np.inf)]
+    err = np.array([0.0, *edges, *near, *nearby, *(np.arange(0, 14, 0.25) * s)])
+    err = err[err <= steps * s]
+    err = np.concatenate([err, -err])
+    qp = QuantParams(s, 0)
+    want_keys, want_counts = np.unique(np.rint(np.abs(err) / s), return_counts=True)
+    want = {int(k): int(c) for k, c in zip(want_keys, want_counts, strict=True)}
+    reference = np.zeros_like(err)
+    stats = compare(err, reference, qparams=qp)
+    assert stats.lsb_histogram() == want
+    assert stats.max_lsb == float(np.max(np.abs(err) / s))
+    assert metrics_mod._figure(err, reference, "rmse_fs", qp)[1] == want
+    assert metrics_mod._figure(err, reference, "p99_abs_fs", qp)[1] == want
+    per_channel = QuantParams(np.full(2, s, np.float32), np.zeros(2, np.int64), axis=1)
+    pairs = np.stack([err, err], axis=1), np.zeros((err.size, 2))
+    twice = {k: 2 * c for k, c in want.items()}
+    assert compare(*pairs, qparams=per_channel).lsb_histogram() == twice
+    assert metrics_mod._figure(*pairs, "rmse_fs", per_channel)[1] == twice
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(lambda rng: rng.random(2_000_000), id="random"),
+        pytest.param(lambda rng: np.round(rng.random(300_000) * 10), id="ties"),
+        pytest.param(lambda rng: np.sort(rng.random(300_000)), id="sorted"),
+        pytest.param(lambda rng: np.tile(np.arange(16.0), 20_000), id="period-of-the-sample"),
+        pytest.param(lambda rng: rng.random(1000), id="few"),
+    ],
+)
+@pytest.mark.parametrize("share", [0.5, 0.01, 1e-5])
+def test_the_two_order_statistics_are_partitions(values, share):
+    x = values(np.random.default_rng(11))
+    m = max(2, int(x.size * share))
+    part = np.partition(x, [x.size - m, x.size - m + 1])
+    want = (part[x.size - m], part[x.size - m + 1])
+    assert metrics_mod._largest_two([x], m) == want
+    assert metrics_mod._largest_two([x[: x.size // 3], x[x.size // 3 :]], m) == want
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_lean_p99_falls_back_when_the_first_blocks_floor_fails(monkeypatch, dtype):
+    a, r = _big_head(dtype)
+    fallbacks = []
+    full_pass = metrics_mod._largest_errors
+    monkeypatch.setattr(
+        metrics_mod, "_largest_errors", lambda *args: fallbacks.append(1) or full_pass(*args)
+    )
+    value, _ = metrics_mod._figure(a, r, "p99_abs_fs")
+    assert fallbacks and value == compare(a, r).p99_abs_fs
+    a64, r64 = np.asarray(a, np.float64), np.asarray(r, np.float64)
+    assert compare(a, r).p99_abs == float(np.percentile(np.abs(a64 - r64), 99))
