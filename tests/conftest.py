@@ -88,14 +88,18 @@ def tflite_cache(request):
     return request.config.stash[_SUITE_CACHE]
 
 
+#: what pytester changes in the environment for its runs that our converter child sees
+_PYTESTER_ENV = ("HOME", "USERPROFILE", "PY_COLORS", "PYTEST_DEBUG_TEMPROOT")
+
+
 @pytest.fixture(scope="session")
 def tf_inprocess(tf):
-    """For pytester runs in this process whose tests use TensorFlow
-    (``pytester.runpytest_inprocess``), which spare a subprocess its TensorFlow import
-    (3.4 s here). pytester removes from ``sys.modules`` what a run imported, and a second
-    TensorFlow import in one process aborts it; modules imported before the ``pytester``
-    fixture are kept. Session-scoped, so set up before any ``pytester``: TensorFlow, Keras
-    and the TFLite layer (whose converter child then stays this process's)."""
+    """For pytester runs in this process whose tests use TensorFlow (``runpytest_tf``),
+    which spare a subprocess its TensorFlow import (3.4 s here). pytester removes from
+    ``sys.modules`` what a run imported, and a second TensorFlow import in one process
+    aborts it; modules imported before the ``pytester`` fixture are kept. Session-scoped,
+    so set up before any ``pytester``: TensorFlow, Keras and the TFLite layer (whose
+    converter child then stays this process's). Returns the environment as it was."""
     import importlib
     import pkgutil
 
@@ -106,7 +110,26 @@ def tf_inprocess(tf):
     for module in pkgutil.iter_modules(layer.__path__):
         if module.name != "_worker":  # the child's entry point
             importlib.import_module(f"{layer.__name__}.{module.name}")
-    return tf
+    return {name: os.environ.get(name) for name in _PYTESTER_ENV}
+
+
+@pytest.fixture
+def runpytest_tf(tf_inprocess, pytester):
+    """``pytester.runpytest_inprocess`` for a run whose tests use TensorFlow, with the
+    variables pytester sets for its runs (``HOME``...) as this process has them: the
+    converter child is kept for one environment, so the run's conversions go to this
+    process's child instead of starting another and stopping it."""
+
+    def run(*args: str) -> pytest.RunResult:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in tf_inprocess.items():
+                if value is None:
+                    mp.delenv(name, raising=False)
+                else:
+                    mp.setenv(name, value)
+            return pytester.runpytest_inprocess(*args)
+
+    return run
 
 
 @pytest.fixture

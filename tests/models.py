@@ -17,8 +17,10 @@ def mlp(n_in: int = 64, n_out: int = 10):
     _seed()
     bias = keras.initializers.RandomNormal(stddev=0.1)  # zero biases would be dropped
     inp = keras.Input((n_in,), name="pixels")
-    x = keras.layers.Dense(32, activation="relu", bias_initializer=bias)(inp)
-    x = keras.layers.Dense(16, activation="relu", bias_initializer=bias)(x)
+    # named as in a fresh process: auto-numbered names depend on what the process built
+    # before, and the cache key holds them (pytester runs in this process rebuild it)
+    x = keras.layers.Dense(32, activation="relu", bias_initializer=bias, name="dense")(inp)
+    x = keras.layers.Dense(16, activation="relu", bias_initializer=bias, name="dense_1")(x)
     out = keras.layers.Dense(n_out, name="logits", bias_initializer=bias)(x)
     return keras.Model(inp, out, name="mlp")
 

@@ -29,27 +29,27 @@ def repo(tmp_path):
     return target
 
 
-def _pytest(pytester, monkeypatch, broken=None):
+def _pytest(runpytest_tf, pytester, monkeypatch, broken=None):
     """The example's `pytest`, run in this process on a copy of the repo (its TensorFlow
-    already imported: conftest.py, ``tf_inprocess``), with the suite's conversion cache."""
+    already imported: conftest.py, ``runpytest_tf``), with the suite's conversion cache."""
     shutil.copytree(EXAMPLE, pytester.path, ignore=IGNORE, dirs_exist_ok=True)
     if broken:
         monkeypatch.setenv("EXAMPLE_BROKEN", broken)
     else:
         monkeypatch.delenv("EXAMPLE_BROKEN", raising=False)
     cache = os.environ["PYTEST_QUANT_TEST_CACHE"]
-    return pytester.runpytest_inprocess(f"--quant-cache-dir={cache}", "-p", "no:cacheprovider")
+    return runpytest_tf(f"--quant-cache-dir={cache}", "-p", "no:cacheprovider")
 
 
-def test_example_gate_passes_on_the_good_model(tf_inprocess, pytester, monkeypatch):
-    done = _pytest(pytester, monkeypatch)
+def test_example_gate_passes_on_the_good_model(runpytest_tf, pytester, monkeypatch):
+    done = _pytest(runpytest_tf, pytester, monkeypatch)
     assert done.ret == 0, done.stdout.str()[-3000:]
     done.assert_outcomes(passed=6)
     assert (pytester.path / "reports" / "quant.json").is_file()
 
 
-def test_example_gate_fails_on_a_broken_calibration(tf_inprocess, pytester, monkeypatch):
-    done = _pytest(pytester, monkeypatch, broken="calibration")
+def test_example_gate_fails_on_a_broken_calibration(runpytest_tf, pytester, monkeypatch):
+    done = _pytest(runpytest_tf, pytester, monkeypatch, broken="calibration")
     assert done.ret == 1
     done.assert_outcomes(failed=3, passed=3)
     out = done.stdout.str()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -265,7 +266,7 @@ def test_int8_close(int8, model):
 
 
 def test_crash_fails_only_this_test(quant_tflite, model, monkeypatch):
-    monkeypatch.setattr(converter, "WORKER", "tests.abort_worker")
+    monkeypatch.setattr(converter, "WORKER", "abort_worker")  # a copy, in this directory
     quant_tflite(model, models.data((64,), n=99), mode="int8")
 
 
@@ -274,13 +275,13 @@ def test_after_the_crash(int8):
 """
 
 
-def test_quant_tflite_fixture_cache_and_crash_isolation(tf_inprocess, pytester, monkeypatch):
-    # the crashing converter child runs tests.abort_worker
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+def test_quant_tflite_fixture_cache_and_crash_isolation(runpytest_tf, pytester):
     pytester.makepyfile(test_tfl=TFLITE_SUITE)
+    # the crashing converter child: run as `python -m abort_worker` from here
+    shutil.copy(Path(__file__).with_name("abort_worker.py"), pytester.path)
     cache = pytester.path / "qcache"
     opts = (f"--quant-cache-dir={cache}", "-p", "no:cacheprovider")
-    r = pytester.runpytest_inprocess(*opts)
+    r = runpytest_tf(*opts)
     r.assert_outcomes(passed=2, failed=1)
     r.stdout.fnmatch_lines(
         [
@@ -291,10 +292,11 @@ def test_quant_tflite_fixture_cache_and_crash_isolation(tf_inprocess, pytester, 
     files = sorted(cache.glob("*.tflite"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns
-    r = pytester.runpytest_inprocess(*opts, "-k", "close")
+    r = runpytest_tf(*opts, "-k", "close")
     r.assert_outcomes(passed=1, deselected=2)
-    assert files[0].stat().st_mtime_ns == stamp  # served from the cache, not rewritten
-    r = pytester.runpytest_inprocess(*opts, "--quant-cache-clear", "-k", "nothing_matches")
+    assert sorted(cache.glob("*.tflite")) == files  # served from the cache: no new entry
+    assert files[0].stat().st_mtime_ns == stamp  # and not rewritten
+    r = runpytest_tf(*opts, "--quant-cache-clear", "-k", "nothing_matches")
     assert not cache.exists()
 
 
@@ -526,12 +528,10 @@ def test_suggestion_adopted(quant_tflite, model):
 """
 
 
-def test_quant_suggest_message_and_keep_float_adopted(tf_inprocess, pytester):
+def test_quant_suggest_message_and_keep_float_adopted(runpytest_tf, pytester):
     pytester.makepyfile(test_gate=SUGGEST_SUITE)
     cache = os.environ["PYTEST_QUANT_TEST_CACHE"]  # the suite's own cache (conftest.py)
-    r = pytester.runpytest_inprocess(
-        f"--quant-cache-dir={cache}", "-p", "no:cacheprovider", "--quant-suggest"
-    )
+    r = runpytest_tf(f"--quant-cache-dir={cache}", "-p", "no:cacheprovider", "--quant-suggest")
     r.assert_outcomes(failed=1, passed=1)  # the gate fails; with keep_float it passes
     r.stdout.fnmatch_lines(
         [

@@ -89,27 +89,28 @@ def test_readme_examples_pass(request, monkeypatch, tflite_cache):
     has_tf = importlib.util.find_spec("keras") is not None
     blocks = [b for b in _python_blocks() if _runs_here(b, has_tf)]
     assert len(blocks) >= 4
+    # the golden examples run TFLite models, so only where TensorFlow is (_runs_here)
     golden = [f"test_readme_{i}.py" for i, b in enumerate(blocks) if "quant_golden" in b]
-    if golden and has_tf:  # before pytester exists (below): these imports are kept
-        request.getfixturevalue("tf_inprocess")
-        for block in blocks:
-            if "quant_golden" in block:
+    if golden:  # before pytester exists (runpytest_tf): these imports are kept
+        runpytest_tf = request.getfixturevalue("runpytest_tf")
+        for i, block in enumerate(blocks):
+            if f"test_readme_{i}.py" in golden:
                 _import_as(block)
     pytester = request.getfixturevalue("pytester")
-    monkeypatch.setenv("PYTHONPATH", str(README.parent))
     pytester.makeconftest(CONFTEST if has_tf else "")
     for i, block in enumerate(blocks):  # as written: a block imports what it uses
         pytester.makepyfile(**{f"test_readme_{i}": block})
     # The profile the README recommends for CI (derandomized, no too_slow health check on
     # a busy machine). First run: the golden examples write their goldens (only those
-    # files), in this process (their modules imported above). Second run: every block,
-    # goldens checked, in a fresh process as a user runs them (the Keras 2 route's
-    # TensorFlow Model Optimization changes the environment when it is imported).
+    # files), in this process. Second run: every block, goldens checked, in a fresh
+    # process as a user runs them (the Keras 2 route's TensorFlow Model Optimization
+    # sets TF_USE_LEGACY_KERAS when it is imported: not in this process).
     opts = ["-p", "no:cacheprovider", "--hypothesis-profile=pytest-quant-ci"]
     opts.append(f"--quant-cache-dir={tflite_cache}")  # the suite's: conversions shared
     if golden:
-        first = pytester.runpytest_inprocess(*opts, "--quant-golden-update", *golden)
+        first = runpytest_tf(*opts, "--quant-golden-update", *golden)
         assert first.ret == 0, str(first.stdout)[-3000:]
+    monkeypatch.setenv("PYTHONPATH", str(README.parent))  # `from tests import models`
     result = pytester.runpytest_subprocess(*opts)
     expected = sum(len(re.findall(r"^def test_", b, re.M)) for b in blocks)
     result.assert_outcomes(passed=expected)
