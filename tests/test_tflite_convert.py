@@ -222,6 +222,19 @@ def test_cache_key_ignores_auto_numbered_weight_paths():
     assert convert_mod.model_fingerprint(a) == convert_mod.model_fingerprint(b)
 
 
+def test_cache_key_ignores_the_compile_config():
+    """A compiled model built twice in one process: its optimizer is ``adam``, then
+    ``adam_1`` (numbered like unnamed layers); the converted model has no optimizer, so
+    the key does not change. The compile config used to be hashed."""
+    a, b = models.mlp(), models.mlp()
+    a.compile("adam", "mse")
+    b.compile("adam", "mse")
+    assert a.optimizer.name != b.optimizer.name
+    assert convert_mod.model_fingerprint(a) == convert_mod.model_fingerprint(b)
+    b.compile("sgd", "mae")  # another optimizer and loss: the same model to convert
+    assert convert_mod.model_fingerprint(a) == convert_mod.model_fingerprint(b)
+
+
 def test_cache_key_covers_settings_and_data_dtype(mlp):
     version = convert_mod.tf_version()
     keys = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,14 @@ def _keras_fingerprint(model: Any, h: Any) -> None:
     # Weights by position in model order, not by variable path: Keras numbers the paths
     # of unnamed weights per process (ConvNeXt's LayerScale ``gamma`` is
     # ``layer_scale/variable_3`` or ``_7`` depending on what was built before), so
-    # identical models got different keys. Layer names stay in, through to_json.
+    # identical models got different keys. Layer names stay in, through to_json (the
+    # converted model's tensors carry them); the compile config (optimizer, loss,
+    # metrics) goes: the converted model has none of it, and the optimizer's name is
+    # numbered per process too (``adam``, ``adam_1``).
     h.update(f"{keras_flavour(model)}|".encode())
-    h.update(model.to_json().encode())
+    spec = json.loads(model.to_json())
+    spec.pop("compile_config", None)
+    h.update(json.dumps(spec, sort_keys=True).encode())
     for i, w in enumerate(model.weights):
         arr = np.asarray(w)
         h.update(f"|{i}{arr.shape}{arr.dtype}|".encode())
@@ -51,8 +57,9 @@ def _dir_fingerprint(path: Path, h: Any) -> None:
 
 def model_fingerprint(source: Any) -> str:
     """sha256 of a model's content: a Keras model's flavour, architecture (``to_json``,
-    which carries the layer names) and weights in model order (shape, dtype, bytes; not
-    their auto-numbered variable paths), or the files of a SavedModel directory.
+    which carries the layer names, without the compile config) and weights in model order
+    (shape, dtype, bytes; not their auto-numbered variable paths), or the files of a
+    SavedModel directory.
 
     Example::
 
