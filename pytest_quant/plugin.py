@@ -568,7 +568,13 @@ def quant_tflite(request: pytest.FixtureRequest) -> Callable[..., Any]:
         )
         if not stored:  # a float model: blame's default reference
             runner.origin = Origin(
-                source, representative_data, mode or "int8", cache_dir, via, converter_options
+                source,
+                representative_data,
+                mode or "int8",
+                cache_dir,
+                via,
+                converter_options,
+                tuple(keep_float) if keep_float else None,
             )
         return runner
 

@@ -220,6 +220,26 @@ def test_from_a_runner_and_with_another_bound(int8, found, outlier):
 
 
 @needs_tf
+def test_a_runners_keep_float_is_where_the_search_starts(
+    request, monkeypatch, outlier, found, layer_names, tflite_cache
+):
+    """A runner made with keep_float: the search measures that set first and grows it
+    (it used to start again from the plain int8 model, which blame would not lead to
+    dense_2 first)."""
+    from pytest_quant.plugin import _STATE
+
+    monkeypatch.setattr(request.config.stash[_STATE], "cache_dir", str(tflite_cache))
+    quant_tflite = request.getfixturevalue("quant_tflite")  # converting into the suite's cache
+    d2, d3 = layer_names[1], layer_names[2]
+    runner = quant_tflite(outlier, X_CALIB, keep_float=[d2])
+    assert runner.origin.keep_float == (d2,)
+    again = suggest_float_layers(runner, X_TEST)
+    assert [s.keep_float for s in again.steps[:2]] == [(), (d2,)]
+    assert again.steps[1].why == "the runner's keep_float" and not again.steps[1].passed
+    assert again.keep_float == found.keep_float == tuple(sorted([d2, d3]))
+
+
+@needs_tf
 def test_unknown_keep_float_name_lists_close_matches(outlier, tflite_cache, layer_names):
     with pytest.raises(ValueError) as info:
         convert(outlier, X_CALIB, mode="int8", cache_dir=tflite_cache, keep_float=["dense_2"])

@@ -484,3 +484,6 @@ class Origin:
     via: str = "saved_model"
     #: the converter settings it was converted with (the float reference uses them too)
     converter_options: Mapping[str, Any] | None = None
+    #: the ops it keeps in float (``quant_tflite(..., keep_float=...)``): where
+    #: ``suggest_float_layers`` starts its search
+    keep_float: tuple[str, ...] | None = None

@@ -342,7 +342,8 @@ def suggest_float_layers(
 
     :param source: the float model (Keras 3 or tf_keras, or a SavedModel directory), or
         a runner ``quant_tflite`` made in int8: ``suggest_float_layers(runner, x)``
-        takes its model, calibration data and settings.
+        takes its model, calibration data and settings, and starts from the ops it
+        already keeps in float (its ``keep_float``), if any.
     :param representative_data: the int8 calibration data (as for ``quant_tflite``).
     :param x: the inputs the bound is checked on (as for ``assert_tflite_close``).
     :param tolerance: the bound; ``None``: the running test's ``--quant-tolerance``.
@@ -377,6 +378,7 @@ def suggest_float_layers(
     from ..assertions import METRICS, _tolerance
 
     start = time.monotonic()
+    begin: tuple[str, ...] = ()  # the ops the runner keeps in float: where the search starts
     if hasattr(source, "content") and hasattr(source, "origin"):
         origin = source.origin
         if origin is None:
@@ -394,6 +396,7 @@ def suggest_float_layers(
             )
         cache_dir = cache_dir if cache_dir is not None else origin.cache_dir
         via, converter_options = origin.via, origin.converter_options
+        begin = tuple(origin.keep_float or ())
     if x is None:
         raise TypeError("suggest_float_layers needs x: the inputs the bound is checked on")
     if representative_data is None:
@@ -444,13 +447,20 @@ def suggest_float_layers(
     ops = search.ops = _Ops(search.contents[()])
     result = FloatSuggestion(None, name, bound, bound_from, len(ops.ops), max_layers)
     result.steps = search.steps
+    kept = {ops.by_tensor[name] for name in begin if name in ops.by_tensor}
+    first = base
+    if kept and not base.passed:
+        first = search.measure(kept, "the runner's keep_float") or base
+        kept = kept if first is not base else set()
     if base.passed:
         result.keep_float = ()
+    elif first.passed:
+        result.keep_float = _prune(search, ops, kept)
     else:
         float_ref = reference_tflite(source, cache_dir, converter_options)
         search.conversions += 1  # the float reference blame compares against
         xb = _first(x, BLAME_SAMPLES)
-        found, result.stopped = _greedy(search, ops, float_ref, xb, max_layers, blame)
+        found, result.stopped = _greedy(search, ops, float_ref, xb, max_layers, blame, kept)
         if found is not None:
             result.keep_float = _prune(search, ops, found)
     result.conversions = search.conversions
@@ -465,11 +475,12 @@ def _greedy(
     x: Any,
     max_layers: int,
     blame: Callable[..., Any],
+    start: set[int],
 ) -> tuple[set[int] | None, str]:
-    """Grow the set of float ops along blame until the bound is met: (the set, ``""``),
-    or (``None``, why the search stopped)."""
-    kept: set[int] = set()
-    current = search.seen[()]
+    """Grow the set of float ops, from ``start``, along blame until the bound is met:
+    (the set, ``""``), or (``None``, why the search stopped)."""
+    kept = set(start)
+    current = search.seen[ops.names(kept)]
     tried: set[frozenset[int]] = set()
     fruitless = 0
     while True:
