@@ -91,11 +91,12 @@ def test_readme_examples_pass(request, monkeypatch, tflite_cache):
     assert len(blocks) >= 4
     # the golden examples run TFLite models, so only where TensorFlow is (_runs_here)
     golden = [f"test_readme_{i}.py" for i, b in enumerate(blocks) if "quant_golden" in b]
-    if golden:  # before pytester exists (runpytest_tf): these imports are kept
-        runpytest_tf = request.getfixturevalue("runpytest_tf")
+    if golden:  # imported before pytester exists, so its run keeps them (tf_inprocess)
+        request.getfixturevalue("tf_inprocess")
         for i, block in enumerate(blocks):
             if f"test_readme_{i}.py" in golden:
                 _import_as(block)
+        runpytest_tf = request.getfixturevalue("runpytest_tf")
     pytester = request.getfixturevalue("pytester")
     pytester.makeconftest(CONFTEST if has_tf else "")
     for i, block in enumerate(blocks):  # as written: a block imports what it uses
