@@ -290,16 +290,18 @@ def _selective(tf: Any, conv: Any, keep_float: list[str], key: tuple[Any, ...]) 
             del _CALIBRATED[next(iter(_CALIBRATED))]
         _CALIBRATED[key] = calibrated
     _check_keep_float(keep_float, _op_outputs(calibrated))
+    extra = {}
+    dense = getattr(conv, "_experimental_disable_per_channel_quantization_for_dense_layers", None)
+    if dense is not None:  # TF >= 2.18; 2.16's quantizer has no such setting
+        extra["disable_per_channel_for_dense_layers"] = dense
     content = tf_convert.mlir_quantize(
         calibrated,
         disable_per_channel=conv._experimental_disable_per_channel,
         input_data_type=conv.inference_input_type or tf.float32,
         output_data_type=conv.inference_output_type or tf.float32,
         enable_variable_quantization=conv._experimental_variable_quantization,
-        disable_per_channel_for_dense_layers=(
-            conv._experimental_disable_per_channel_quantization_for_dense_layers
-        ),
         denylisted_nodes=list(keep_float),
+        **extra,
     )
     return tf_lite._deduplicate_readonly_buffers(content)
 
