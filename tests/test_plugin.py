@@ -536,8 +536,9 @@ def test_quant_suggest_message_and_keep_float_adopted(runpytest_tf, pytester):
     r.stdout.fnmatch_lines(
         [
             "*layers adding the most error (4 of 4 tensors*",
+            # TF 2.21: 11.94% to 0.19%; 2.16: 11.90% to 0.20%
             "*suggestion (--quant-suggest): keep 2 of 4 int8 ops in float and the rms error "
-            "drops from 11.94% to 0.19% of full scale (bound 2%); cost: +*",
+            "drops from 11.9?% to 0.??% of full scale (bound 2%); cost: +*",
             "*adopt it with quant_tflite(model, data, keep_float=[",
             "*'outlier_mlp_1/dense_2_1/MatMul;outlier_mlp_1/dense_2_1/Relu;*",
             "*'outlier_mlp_1/dense_3_1/MatMul;outlier_mlp_1/dense_3_1/Relu;*",

@@ -278,16 +278,21 @@ def test_after_an_abort_the_next_conversion_succeeds_in_a_new_child(worker):
 
 def _cases(tmp_path):
     """(name, call) of conversions that cover the routes: Keras 3 by SavedModel and by
-    .keras file, a SavedModel directory, a QAT model's concrete function, tf_keras."""
-    mlp, cnn, qat, rep = models.mlp(), models.cnn(), models.qat_mlp(), models.data((64,), n=64)
+    .keras file (not on TF 2.16, whose converter aborts that way), a SavedModel
+    directory, a QAT model's concrete function, tf_keras."""
+    mlp, qat, rep = models.mlp(), models.qat_mlp(), models.data((64,), n=64)
+    heads = models.two_in_two_out()
     saved = tmp_path / "saved"
     models.mlp(n_in=8, n_out=3).export(str(saved), verbose=False)
     cases = [
         ("keras3-int8", lambda: convert(mlp, rep, mode="int8")),
-        ("keras3-dynamic-via-keras", lambda: convert(cnn, mode="dynamic", via="keras")),
         ("savedmodel-float16", lambda: convert(saved, mode="float16")),
         ("qat-int8", lambda: convert(qat, mode="int8")),
     ]
+    if not convert_mod.tf_version().startswith("2.16."):  # it aborts on any model that way
+        cases.append(
+            ("keras3-dynamic-via-keras", lambda: convert(heads, mode="dynamic", via="keras"))
+        )
     try:
         from . import models_keras2
 
@@ -304,7 +309,7 @@ def test_a_kept_child_converts_byte_for_byte_as_a_fresh_one(tmp_path, monkeypatc
     each case has another history, the last one none), and the first case in a child of
     its own, the way every conversion ran before the child was kept."""
     cases = _cases(tmp_path)
-    convert(models_arch.text_classifier(), mode="dynamic", via="keras")
+    convert(models_arch.text_classifier(), mode="dynamic")
     pid = _only_child()
     kept = {name: call() for name, call in cases}
     assert _child.children() == [pid]
