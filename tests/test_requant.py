@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from importlib import metadata
+
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
@@ -262,8 +264,18 @@ def test_litert_fully_connected_kernel_tests_ported(name, rounding):
 @pytest.mark.parametrize("reference_kernels", [True, False])
 @pytest.mark.parametrize("name", sorted(LITERT_FC_TESTS))
 def test_litert_fully_connected_kernel_tests_hold_on_the_installed_litert(
-    litert, name, reference_kernels
+    request, litert, name, reference_kernels
 ):
+    if not reference_kernels and int(metadata.version("ai-edge-litert").split(".")[0]) < 2:
+        # measured on 1.2.0 (tox tf216/tf218): all four cases, off by up to 38 steps
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="ai-edge-litert 1.x's XNNPACK gives other results for these kernel "
+                "tests, whose weights have zero point -1 (outside the int8 spec, where "
+                "weights are symmetric); its builtin kernels and 2.x's XNNPACK hold",
+            )
+        )
     xq, wq, q_bias, in_qp, b_qp, out_qp, expected = _litert_fc_case(name)
     model = fully_connected_model(
         wq,
