@@ -162,10 +162,7 @@ def _figure(
     _require_finite(scan, a, r)
     n = int(a.size)
     if name == "p99_abs_fs":
-        full_scale = _full_scale(
-            float(scan.extremes[:, _RMIN].min()), float(scan.extremes[:, _RMAX].max())
-        )
-        value = _percentile(scan.top, n) / full_scale
+        value = _percentile(scan.top, n) / _full_scale(scan)
     else:
         total = [math.fsum(column) for column in scan.sums.T]
         value = _shared_figures(scan, total, n)[name]
@@ -188,9 +185,7 @@ def _require_finite(scan: _Scan, a: np.ndarray, r: np.ndarray) -> None:
 def _shared_figures(scan: _Scan, total: list[float], n: int) -> dict[str, float]:
     """The figures both a full and a lean pass give, from their per-block figures."""
     max_abs = float(scan.extremes[:, _WORST].max())
-    full_scale = _full_scale(
-        float(scan.extremes[:, _RMIN].min()), float(scan.extremes[:, _RMAX].max())
-    )
+    full_scale = _full_scale(scan)
     rmse = math.sqrt(total[_ERR2] / n)
     ref_norm, err_norm = math.sqrt(total[_RR]), math.sqrt(total[_ERR2])
     return {
@@ -683,7 +678,10 @@ def sqnr_db(signal_norm: float, error_norm: float) -> float:
     return 20.0 * math.log10(signal_norm / error_norm)
 
 
-def _full_scale(r_min: float, r_max: float) -> float:
+def _full_scale(scan: _Scan) -> float:
+    """The reference's range ``max - min``; for a constant reference its ``max |x|``, for
+    an all-zero one 1.0."""
+    r_min, r_max = float(scan.extremes[:, _RMIN].min()), float(scan.extremes[:, _RMAX].max())
     span = r_max - r_min
     if span > 0:
         return span
