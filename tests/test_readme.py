@@ -46,30 +46,32 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
 
 
-def _imports(block: str) -> set[str]:
-    """The top-level modules a block imports."""
-    names = set()
+def _import_statements(block: str) -> list[tuple[str, list[str]]]:
+    """(module, names taken from it) of each absolute import in a block: ``import a.b``
+    gives ("a.b", []), ``from a import b, c`` gives ("a", ["b", "c"])."""
+    found: list[tuple[str, list[str]]] = []
     for node in ast.walk(ast.parse(block)):
         if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
+            found += [(alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
-    return names
+            found.append((node.module, [alias.name for alias in node.names]))
+    return found
+
+
+def _imports(block: str) -> set[str]:
+    """The top-level modules a block imports."""
+    return {module.split(".")[0] for module, _ in _import_statements(block)}
 
 
 def _import_as(block: str) -> None:
     """Import what ``block`` imports, as its import statements do (modules and the
     submodules named by ``from M import name``), so that a pytester run in this process
     keeps them (see ``tf_inprocess`` in conftest.py)."""
-    for node in ast.walk(ast.parse(block)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                importlib.import_module(alias.name)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            module = importlib.import_module(node.module)
-            for alias in node.names:
-                if not hasattr(module, alias.name):
-                    importlib.import_module(f"{node.module}.{alias.name}")
+    for name, taken in _import_statements(block):
+        module = importlib.import_module(name)
+        for attr in taken:
+            if not hasattr(module, attr):
+                importlib.import_module(f"{name}.{attr}")
 
 
 def _runs_here(block: str, has_tf: bool) -> bool:
