@@ -34,7 +34,7 @@ from .calibration import _representative, _save_dataset, by_input_name
 from .export import _saved
 from .failures import _KEPT_OUTPUT, ConversionError, _deterministic, _failure, failure_hint
 from .fingerprint import keras_flavour, model_fingerprint
-from .flatbuffer import check_tflite
+from .flatbuffer import check_tflite, is_tflite_source
 from .modes import CALIBRATED_MODES, MODES, REFERENCE_MODE
 from .options import _settings
 
@@ -155,10 +155,7 @@ def convert(
         raise ValueError(f"mode={mode!r}: use one of {', '.join((*MODES, REFERENCE_MODE))}")
     if via not in ("saved_model", "keras"):
         raise ValueError(f"via={via!r}: use 'saved_model' or 'keras'")
-    if keep_float and (
-        isinstance(source, (bytes, bytearray, memoryview))
-        or (isinstance(source, (str, os.PathLike)) and Path(source).is_file())
-    ):
+    if keep_float and is_tflite_source(source):
         raise ValueError(
             "keep_float cannot apply to an already-converted .tflite: pass the float model "
             "(Keras or SavedModel) and its representative_data"
